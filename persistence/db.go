@@ -126,6 +126,8 @@ func openSQLite(ctx context.Context, opts Options) (*DB, error) {
 		sqldb.Close()
 		return nil, fmt.Errorf("persistence: open sqlite %s: %w", opts.SQLitePath, err)
 	}
+	// The file holds key hashes and sealed secrets: owner only.
+	_ = os.Chmod(opts.SQLitePath, 0o600)
 	return &DB{
 		bun:     bun.NewDB(sqldb, sqlitedialect.New()),
 		dialect: migrations.SQLite,

@@ -1,0 +1,39 @@
+# aod — see README.md. `make help` lists the targets.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/aodhq/aod/cmd/aod/aodcli.Version=$(VERSION)
+FUZZTIME  ?= 10s
+# Packages tested with -race; heavy cases run at reduced scale (D22).
+TEST_FLAGS ?= -race -timeout 12m
+
+.PHONY: help build run test vet unit fuzz bench clean
+
+help: ## list targets
+	@grep -E '^[a-z/-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## build bin/aod
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/aod ./cmd/aod
+
+run: build ## serve on ./data (embedded SQLite + local sandboxes unless configured)
+	./bin/aod serve
+
+test: vet unit fuzz ## go vet, go test -race, and short fuzz runs
+
+vet: ## go vet ./...
+	$(GO) vet ./...
+
+unit: ## go test -race ./...
+	$(GO) test $(TEST_FLAGS) ./...
+
+fuzz: ## each fuzz target briefly, one command each (D22)
+	@for target in $$(grep -rhoE '^func Fuzz[A-Za-z0-9_]+' --include='*_test.go' . | sed 's/func //' | sort -u); do \
+		pkg=$$(dirname $$(grep -rlE "^func $$target\(" --include='*_test.go' . | head -1)); \
+		echo "fuzz $$target in $$pkg"; \
+		$(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; \
+	done
+
+bench: ## full-scale benchmarks (D22)
+	AOD_BENCH_SCALE=full $(GO) test -run='^$$' -bench=. -benchtime=1x -timeout 60m ./...
+
+clean: ## remove build output
+	rm -rf bin

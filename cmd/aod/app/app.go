@@ -1,0 +1,192 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	aodhttp "github.com/aodhq/aod/http"
+	"github.com/aodhq/aod/persistence"
+	"github.com/aodhq/aod/persistence/seal"
+)
+
+// App is one aod node.
+type App struct {
+	cfg    *Config
+	log    *slog.Logger
+	out    io.Writer
+	db     *persistence.DB
+	server *aodhttp.Server
+	ln     net.Listener
+	served chan error
+}
+
+// Options tune New beyond the configuration.
+type Options struct {
+	// Out receives the one-time bootstrap key (standard output in
+	// production, D15). Nil discards it.
+	Out io.Writer
+	// Listener, when set, is used instead of listening on cfg.Listen.
+	Listener net.Listener
+}
+
+// OpenSealer builds the field sealer per D14: FIELD_ENCRYPTION_KEY, else
+// DJANGO_SECRET_KEY, else a key generated once into DataDir/encryption.key.
+func OpenSealer(cfg *Config, log *slog.Logger) (*seal.Sealer, error) {
+	material := cfg.EncryptionKey
+	if material == "" {
+		m, created, err := seal.LoadOrCreateKeyFile(cfg.KeyFilePath())
+		if err != nil {
+			return nil, err
+		}
+		if created {
+			log.Info("generated a new field encryption key; back it up or set FIELD_ENCRYPTION_KEY",
+				slog.String("path", cfg.KeyFilePath()))
+		}
+		material = m
+	}
+	return seal.New(material, cfg.EncryptionKeysOld...)
+}
+
+// OpenDB opens (without migrating) the configured database.
+func OpenDB(ctx context.Context, cfg *Config, log *slog.Logger) (*persistence.DB, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
+	}
+	sealer, err := OpenSealer(cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("encryption key: %w", err)
+	}
+	db, err := persistence.Open(ctx, persistence.Options{URL: cfg.DatabaseURL, SQLitePath: cfg.SQLitePath(), Sealer: sealer})
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	return db, nil
+}
+
+// New wires a node in dependency order: data dir and encryption key →
+// database → migrations → bootstrap user → HTTP server. Start serves it.
+func New(ctx context.Context, cfg *Config, log *slog.Logger, opts Options) (*App, error) {
+	out := opts.Out
+	if out == nil {
+		out = io.Discard
+	}
+	db, err := OpenDB(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	a := &App{cfg: cfg, log: log, out: out, db: db, ln: opts.Listener}
+	if a.ln == nil {
+		// Bind early so the bootstrap curl line shows the real address
+		// (AOD_LISTEN may use port 0).
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		}
+		a.ln = ln
+	}
+	applied, err := db.Migrate(ctx)
+	if err != nil {
+		a.closeEarly()
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	if len(applied) > 0 {
+		log.Info("applied migrations", slog.Any("migrations", applied))
+	}
+	if err := a.bootstrap(ctx); err != nil {
+		a.closeEarly()
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	a.server = aodhttp.New(aodhttp.Deps{
+		DB:     db,
+		Logger: log,
+		Config: aodhttp.Config{MaxBodyBytes: cfg.MaxBodyBytes},
+	})
+	return a, nil
+}
+
+// bootstrap creates user "admin" and prints its first API key when the
+// database has no user yet (D15: printed to Out, never logged).
+func (a *App) bootstrap(ctx context.Context) error {
+	n, err := a.db.UserCount(ctx)
+	if err != nil || n > 0 {
+		return err
+	}
+	u, err := a.db.UserCreate(ctx, "admin")
+	if errors.Is(err, persistence.ErrConflict) {
+		return nil // another node bootstrapped concurrently
+	}
+	if err != nil {
+		return err
+	}
+	raw, _, err := a.db.APIKeyCreate(ctx, &persistence.APIKeyCreateParams{UserID: u.ID, Name: "Bootstrap key"})
+	if err != nil {
+		return err
+	}
+	base := "http://" + curlHost(a.ln.Addr().String())
+	fmt.Fprintf(a.out, "\nCreated user \"admin\" with its first API key (shown once, keep it safe):\n\n    %s\n\nTry it:\n\n    curl -H \"Authorization: Bearer %s\" %s/agents\n\n", raw, raw, base)
+	return nil
+}
+
+func curlHost(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "localhost:8777"
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func (a *App) closeEarly() {
+	_ = a.ln.Close()
+	_ = a.db.Close()
+}
+
+// DB returns the node's database.
+func (a *App) DB() *persistence.DB { return a.db }
+
+// Start begins serving HTTP. It returns once the listener is bound.
+func (a *App) Start(ctx context.Context) error {
+	a.served = make(chan error, 1)
+	go func() { a.served <- a.server.Serve(a.ln) }()
+	a.log.Info("aod serving", slog.String("addr", a.ln.Addr().String()),
+		slog.String("database", string(a.db.Dialect())), slog.String("sandbox", a.cfg.Sandbox))
+	return nil
+}
+
+// HTTPAddr is the bound HTTP address.
+func (a *App) HTTPAddr() string {
+	if a.ln == nil {
+		return ""
+	}
+	return a.ln.Addr().String()
+}
+
+// Done reports the server's exit.
+func (a *App) Done() <-chan error { return a.served }
+
+// Stop shuts down in reverse order: HTTP (closing streams), then the
+// database.
+func (a *App) Stop(ctx context.Context) error {
+	var errs []error
+	if a.server != nil {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := a.server.Shutdown(sctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+		cancel()
+	}
+	if err := a.db.Close(); err != nil && !strings.Contains(err.Error(), "closed") {
+		errs = append(errs, fmt.Errorf("close database: %w", err))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,79 @@
+package app
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoadConfigDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := LoadConfig(env(nil))
+	require.NoError(t, err)
+	require.Equal(t, ":8777", c.Listen)
+	require.Equal(t, "./data", c.DataDir)
+	require.Equal(t, "", c.DatabaseURL)
+	require.Equal(t, 4<<20, c.MaxBodyBytes)
+	require.Equal(t, "local", c.Sandbox)
+	require.Equal(t, "private", c.LocalNetwork)
+	require.Equal(t, "https://api.sprites.dev", c.SpritesBaseURL)
+	require.Equal(t, "aod", c.SpriteNamePrefix)
+	require.Equal(t, 600*time.Second, c.DefaultTimeout)
+	require.Equal(t, 100, c.DefaultMaxConcurrentSessions)
+	require.Equal(t, 15*time.Second, c.SSEHeartbeat)
+	require.Equal(t, 600*time.Second, c.SSEStale)
+	require.False(t, c.DevPublish)
+}
+
+func TestLoadConfigValues(t *testing.T) {
+	t.Parallel()
+	c, err := LoadConfig(env(map[string]string{
+		"SPRITES_API_KEY":           "tok",
+		"DJANGO_SECRET_KEY":         "dj",
+		"FIELD_ENCRYPTION_KEYS_OLD": "a, b,,",
+		"AOD_SSE_HEARTBEAT":         "2",
+		"AOD_SSE_STALE":             "1m",
+		"DATABASE_URL":              "postgres://u@h/db",
+	}))
+	require.NoError(t, err)
+	require.Equal(t, "sprites", c.Sandbox)
+	require.Equal(t, "dj", c.EncryptionKey)
+	require.Equal(t, []string{"a", "b"}, c.EncryptionKeysOld)
+	require.Equal(t, 2*time.Second, c.SSEHeartbeat)
+	require.Equal(t, time.Minute, c.SSEStale)
+
+	c, err = LoadConfig(env(map[string]string{"FIELD_ENCRYPTION_KEY": "f", "DJANGO_SECRET_KEY": "dj"}))
+	require.NoError(t, err)
+	require.Equal(t, "f", c.EncryptionKey)
+}
+
+func TestLoadConfigRejectsBadValues(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, value string }{
+		{"AOD_MAX_BODY_BYTES", "lots"},
+		{"AOD_MAX_BODY_BYTES", "-1"},
+		{"DEFAULT_TIMEOUT", "5"},
+		{"DEFAULT_MAX_CONCURRENT_SESSIONS", "x"},
+		{"AOD_SANDBOX", "docker"},
+		{"AOD_LOCAL_NETWORK", "bridge"},
+		{"AOD_SSE_HEARTBEAT", "soon"},
+		{"AOD_SSE_STALE", "0"},
+		{"AOD_DEV_PUBLISH", "maybe"},
+		{"SPRITES_BASE_URL", "ftp://x"},
+		{"DATABASE_URL", "mysql://x"},
+		{"AOD_LISTEN", "8777"},
+		{"SPRITE_NAME_PREFIX", "Bad_Prefix"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
+			t.Parallel()
+			_, err := LoadConfig(env(map[string]string{tt.name: tt.value}))
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tt.name)
+			require.NotContains(t, err.Error(), "\n")
+		})
+	}
+}

@@ -1,0 +1,72 @@
+package http
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/gofiber/fiber/v2"
+)
+
+// apiError is an error with the exact status and JSON body to answer.
+type apiError struct {
+	status int
+	body   any
+}
+
+func (e *apiError) Error() string { return http.StatusText(e.status) }
+
+// detail builds the common {"detail": "<message>"} error.
+func detail(status int, msg string) *apiError {
+	return &apiError{status: status, body: map[string]any{"detail": msg}}
+}
+
+var (
+	errInvalidJSON      = detail(fiber.StatusBadRequest, "Invalid JSON")
+	errNotFound         = detail(fiber.StatusNotFound, "Not found")
+	errMethodNotAllowed = detail(fiber.StatusMethodNotAllowed, "Method not allowed")
+	errTooLarge         = detail(fiber.StatusRequestEntityTooLarge, "Request body too large")
+	errInternal         = detail(fiber.StatusInternalServerError, "Internal server error")
+)
+
+// bareMethodNotAllowed is Django's require_http_methods answer: 405 with an
+// empty body and an Allow header, given before authentication.
+type bareMethodNotAllowed struct{ allow string }
+
+func (e *bareMethodNotAllowed) Error() string { return "method not allowed" }
+
+// errorHandler renders every error returned by a handler or middleware.
+// Unknown errors become a 500 that leaks nothing.
+func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
+	var ae *apiError
+	var bare *bareMethodNotAllowed
+	var fe *fiber.Error
+	switch {
+	case errors.As(err, &ae):
+		return writeJSON(c, ae.status, ae.body)
+	case errors.As(err, &bare):
+		c.Set(fiber.HeaderAllow, bare.allow)
+		c.Set(fiber.HeaderContentType, "text/html; charset=utf-8")
+		return c.Status(fiber.StatusMethodNotAllowed).Send(nil)
+	case errors.As(err, &fe):
+		switch fe.Code {
+		case fiber.StatusRequestEntityTooLarge:
+			return writeJSON(c, fe.Code, errTooLarge.body)
+		case fiber.StatusNotFound:
+			return writeJSON(c, fe.Code, errNotFound.body)
+		case fiber.StatusMethodNotAllowed:
+			return writeJSON(c, fe.Code, errMethodNotAllowed.body)
+		case fiber.StatusBadRequest:
+			return writeJSON(c, fe.Code, map[string]any{"detail": "Bad request"})
+		}
+		if fe.Code < 500 {
+			return writeJSON(c, fe.Code, map[string]any{"detail": http.StatusText(fe.Code)})
+		}
+	}
+	s.log.LogAttrs(c.UserContext(), slog.LevelError, "request failed",
+		slog.String("request_id", requestID(c)),
+		slog.String("method", c.Method()),
+		slog.String("route", c.Route().Path),
+		slog.String("error", err.Error()))
+	return writeJSON(c, fiber.StatusInternalServerError, errInternal.body)
+}

@@ -1,0 +1,200 @@
+package http
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/cors"
+	"github.com/gofiber/fiber/v2/middleware/requestid"
+	"github.com/gofiber/fiber/v2/utils"
+
+	"github.com/aodhq/aod/persistence"
+)
+
+// Checker is one named /health check; nil error means ok.
+type Checker struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Config holds the HTTP layer's settings.
+type Config struct {
+	// MaxBodyBytes caps request bodies (D13); larger bodies get 413.
+	MaxBodyBytes int
+}
+
+// Deps are what the HTTP layer needs from the rest of the node.
+type Deps struct {
+	DB     *persistence.DB
+	Logger *slog.Logger
+	Config Config
+	// Checks run by GET /health besides db and crypto (e.g. "sandbox").
+	Checks []Checker
+}
+
+// Server is the API server.
+type Server struct {
+	app  *fiber.App
+	db   *persistence.DB
+	log  *slog.Logger
+	cfg  Config
+	deps Deps
+	done chan struct{}
+}
+
+// handlerFunc is an authenticated handler.
+type handlerFunc func(c *fiber.Ctx, p *principal) error
+
+// New builds the server and its routes.
+func New(deps Deps) *Server {
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.Config.MaxBodyBytes <= 0 {
+		deps.Config.MaxBodyBytes = 4 << 20
+	}
+	s := &Server{db: deps.DB, log: deps.Logger, cfg: deps.Config, deps: deps, done: make(chan struct{})}
+	s.app = fiber.New(fiber.Config{
+		AppName:               "aod",
+		StrictRouting:         true,
+		CaseSensitive:         true,
+		BodyLimit:             deps.Config.MaxBodyBytes,
+		DisableStartupMessage: true,
+		ReadTimeout:           60 * time.Second,
+		IdleTimeout:           120 * time.Second,
+		// WriteTimeout stays 0: it would cut SSE streams (go-deps §3).
+		ErrorHandler: s.errorHandler,
+	})
+	s.app.Use(requestid.New(requestid.Config{Generator: utils.UUIDv4}))
+	s.app.Use(s.recoverPanics)
+	s.app.Use(s.accessLog)
+	s.app.Use(cors.New(cors.Config{AllowOrigins: "*", AllowHeaders: "Authorization, Content-Type, Last-Event-ID"}))
+	s.routes()
+	s.app.Use(func(c *fiber.Ctx) error { return errNotFound })
+	return s
+}
+
+// App exposes the Fiber app (tests use App().Test).
+func (s *Server) App() *fiber.App { return s.app }
+
+// Serve serves on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
+
+// Shutdown ends open streams, then stops the server gracefully within ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	select {
+	case <-s.done:
+	default:
+		close(s.done)
+	}
+	return s.app.ShutdownWithContext(ctx)
+}
+
+func requestID(c *fiber.Ctx) string {
+	if v, ok := c.Locals("requestid").(string); ok {
+		return v
+	}
+	return ""
+}
+
+// recoverPanics turns a panic into a 500 JSON answer and a log line with the
+// stack; the client learns nothing of the internals.
+func (s *Server) recoverPanics(c *fiber.Ctx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in handler",
+				slog.String("request_id", requestID(c)),
+				slog.String("method", c.Method()),
+				slog.String("route", c.Route().Path),
+				slog.String("panic", fmt.Sprint(r)),
+				slog.String("stack", string(debug.Stack())))
+			err = errInternal
+		}
+	}()
+	return c.Next()
+}
+
+// accessLog logs one line per request: never bodies, never headers.
+func (s *Server) accessLog(c *fiber.Ctx) error {
+	start := time.Now()
+	err := c.Next()
+	status := c.Response().StatusCode()
+	if err != nil {
+		if herr := s.app.Config().ErrorHandler(c, err); herr != nil {
+			_ = c.SendStatus(fiber.StatusInternalServerError)
+		}
+		status = c.Response().StatusCode()
+		err = nil
+	}
+	s.log.LogAttrs(c.UserContext(), slog.LevelInfo, "http",
+		slog.String("request_id", requestID(c)),
+		slog.String("method", c.Method()),
+		slog.String("route", c.Route().Path),
+		slog.Int("status", status),
+		slog.Duration("latency", time.Since(start)))
+	return err
+}
+
+// view registers one path. methods maps HTTP methods to handlers.
+//
+// authFirst=true mirrors AoD's method-dispatching views: authenticate, then
+// answer an unsupported method with 405 JSON. authFirst=false mirrors its
+// decorated GET-only/POST-only views: an unsupported method gets Django's
+// bare 405 before authentication. Path parameters named in uuidParams must
+// be canonical UUIDs, else 404 before anything else.
+func (s *Server) view(path string, authFirst bool, methods map[string]handlerFunc) {
+	var allow []string
+	for m := range methods {
+		allow = append(allow, m)
+	}
+	sort.Strings(allow)
+	allowHeader := strings.Join(allow, ", ")
+	params := pathParams(path)
+	s.app.All(path, func(c *fiber.Ctx) error {
+		for _, name := range params {
+			if !persistence.ValidUUID(c.Params(name)) {
+				return errNotFound
+			}
+		}
+		h, ok := methods[c.Method()]
+		if !ok && !authFirst {
+			return &bareMethodNotAllowed{allow: allowHeader}
+		}
+		p, err := s.authenticate(c)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errMethodNotAllowed
+		}
+		return h(c, p)
+	})
+}
+
+func pathParams(path string) []string {
+	var out []string
+	for _, seg := range strings.Split(path, "/") {
+		if strings.HasPrefix(seg, ":") {
+			out = append(out, seg[1:])
+		}
+	}
+	return out
+}
+
+// body parses the request body as a JSON object (400 Invalid JSON otherwise).
+func body(c *fiber.Ctx) (map[string]any, error) {
+	return decodeObject(c.Body())
+}
+
+func (s *Server) routes() {
+	s.app.All("/health", s.health)
+	s.agentRoutes()
+	s.environmentRoutes()
+}
