@@ -6,6 +6,8 @@ import (
 	"net/http"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/aodhq/aod/http/schema"
 )
 
 // apiError is an error with the exact status and JSON body to answer.
@@ -41,6 +43,9 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 	var ae *apiError
 	var bare *bareMethodNotAllowed
 	var fe *fiber.Error
+	if d, ok := schema.Detail422(err); ok {
+		return writeJSON(c, fiber.StatusUnprocessableEntity, map[string]any{"detail": d})
+	}
 	switch {
 	case errors.As(err, &ae):
 		return writeJSON(c, ae.status, ae.body)
