@@ -44,6 +44,11 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 	var bare *bareMethodNotAllowed
 	var fe *fiber.Error
 	if d, ok := schema.Detail422(err); ok {
+		if items, isList := d.([]schema.ErrorDetail); isList {
+			for i := range items {
+				items[i].Input = redactSecrets(items[i].Input, locIsSecret(items[i].Loc))
+			}
+		}
 		return writeJSON(c, fiber.StatusUnprocessableEntity, map[string]any{"detail": d})
 	}
 	switch {
@@ -74,4 +79,51 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 		slog.String("route", c.Route().Path),
 		slog.String("error", err.Error()))
 	return writeJSON(c, fiber.StatusInternalServerError, errInternal.body)
+}
+
+// secretKeys are request fields whose values are never sent back, not even
+// in the "input" echo of a 422 item.
+var secretKeys = map[string]bool{"env_vars": true, "secret_env_vars": true, "authorization_token": true}
+
+// redactSecretValue replaces a secret input value.
+const redactSecretValue = "[redacted]"
+
+// redactSecrets returns v with the values under secretKeys replaced;
+// underSecret is true inside such a value (e.g. the env_vars map itself when
+// a 422 item is located at one of its entries).
+func redactSecrets(v any, underSecret bool) any {
+	switch t := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, val := range t {
+			if underSecret || secretKeys[k] {
+				out[k] = redactSecretValue
+				if m, ok := val.(map[string]any); ok && secretKeys[k] {
+					out[k] = redactSecrets(m, true)
+				}
+				continue
+			}
+			out[k] = redactSecrets(val, false)
+		}
+		return out
+	case []any:
+		out := make([]any, len(t))
+		for i, val := range t {
+			out[i] = redactSecrets(val, underSecret)
+		}
+		return out
+	}
+	if underSecret {
+		return redactSecretValue
+	}
+	return v
+}
+
+func locIsSecret(loc []any) bool {
+	for _, part := range loc {
+		if k, ok := part.(string); ok && secretKeys[k] {
+			return true
+		}
+	}
+	return false
 }
