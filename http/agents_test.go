@@ -10,7 +10,10 @@ import (
 )
 
 // errItem is the comparable part of one pydantic-style 422 item.
-type errItem struct{ Type, Msg string; Loc []any }
+type errItem struct {
+	Type, Msg string
+	Loc       []any
+}
 
 func errItems(t *testing.T, r *response) []errItem {
 	t.Helper()
@@ -57,7 +60,7 @@ func TestAgentCreateShape(t *testing.T) {
 			"name": "reviewer", "provider": " anthropic ", "model": "anthropic/claude-sonnet-4",
 			"system": "Be terse.", "skills": []any{map[string]any{"name": "lint", "description": "d", "content": "c"}},
 			"mcp_servers": []any{map[string]any{"name": "docs", "url": "https://mcp.example/x"}},
-			"metadata": map[string]any{"team": "infra"}, "tools": []any{"ignored"},
+			"metadata":    map[string]any{"team": "infra"}, "tools": []any{"ignored"},
 		})
 		require.Equal(t, http.StatusCreated, r.status, string(r.body))
 		a := r.json(t)
@@ -327,4 +330,3 @@ func TestConcurrentAgentPuts(t *testing.T) {
 		require.Len(t, e.do("GET", "/agents/"+id+"/versions", key, nil).json(t)["data"], 2)
 	})
 }
-
