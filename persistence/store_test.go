@@ -3,6 +3,7 @@ package persistence_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -175,5 +176,104 @@ func TestEnvironmentSecretsAreSealed(t *testing.T) {
 		require.NoError(t, db.EnvironmentDelete(ctx, u.ID, e.ID))
 		_, err = db.EnvironmentGet(ctx, u.ID, e.ID)
 		require.ErrorIs(t, err, persistence.ErrNotFound)
+	})
+}
+
+func TestSessionQuotaAndLog(t *testing.T) {
+	t.Parallel()
+	persistencetest.Each(t, func(t *testing.T, db *persistence.DB) {
+		ctx := context.Background()
+		u := newUser(t, db)
+		create := func() error {
+			_, err := db.SessionCreate(ctx, &persistence.SessionCreateParams{
+				Session: &persistence.Session{UserID: u.ID, Runtime: "claude", Backend: "sprites", BackendHandle: "aod-x"},
+				Prompt:  "p", Timeout: 600, DefaultLimit: 5,
+				SecretEnvVars: map[string]string{"TOKEN": "s3cr3t-value"},
+				Resources:     []persistence.Resource{{ResourceType: "github_repository", URL: "https://github.com/o/r", MountPath: "/workspace/r", Token: "ghp_tok3n"}},
+			})
+			return err
+		}
+		var wg sync.WaitGroup
+		var ok, limited atomic.Int32
+		for range 12 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := create()
+				var qe *persistence.QuotaError
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.As(err, &qe):
+					require.Equal(t, 5, qe.Limit)
+					require.Equal(t, 5, qe.Active)
+					limited.Add(1)
+				default:
+					require.NoError(t, err)
+				}
+			}()
+		}
+		wg.Wait()
+		require.EqualValues(t, 5, ok.Load(), "the quota holds under concurrent creates")
+		require.EqualValues(t, 7, limited.Load())
+
+		sessions, err := db.SessionList(ctx, u.ID)
+		require.NoError(t, err)
+		require.Len(t, sessions, 5)
+		s := sessions[0]
+		require.Equal(t, 1, s.TurnCount)
+		require.Equal(t, 1, s.CurrentTurn)
+		env, err := db.SessionSecretEnvVars(ctx, s.ID)
+		require.NoError(t, err)
+		require.Equal(t, "s3cr3t-value", env["TOKEN"])
+		res, err := db.SessionResources(ctx, s.ID)
+		require.NoError(t, err)
+		require.Equal(t, "ghp_tok3n", res[0].Token)
+		for _, q := range []string{"SELECT COUNT(*) FROM session_secret_env_vars WHERE encrypted_env_vars LIKE '%s3cr3t%'",
+			"SELECT COUNT(*) FROM session_resources WHERE encrypted_token LIKE '%tok3n%'"} {
+			var n int
+			require.NoError(t, db.Bun().NewRaw(q).Scan(ctx, &n))
+			require.Zero(t, n, q)
+		}
+
+		// The log: ids strictly increase; updates land with the events.
+		turn, err := db.TurnLatest(ctx, s.ID)
+		require.NoError(t, err)
+		var last int64
+		for batch := range 5 {
+			var evs []*persistence.Event
+			for i := range 10 {
+				evs = append(evs, &persistence.Event{SessionID: s.ID, Kind: persistence.KindOutput, Stream: "stdout", Data: fmt.Sprintf("%d-%d", batch, i)})
+			}
+			require.NoError(t, db.LogAppend(ctx, evs, persistence.SetTurn(turn.ID, map[string]any{"stdout_offset": int64(batch)})))
+			for _, e := range evs {
+				require.Greater(t, e.ID, last)
+				last = e.ID
+			}
+		}
+		got, err := db.EventsAfter(ctx, s.ID, 0, 1000)
+		require.NoError(t, err)
+		require.Len(t, got, 50)
+		require.Equal(t, "0-0", got[0].Data)
+		require.Equal(t, "4-9", got[49].Data)
+		page, err := db.EventsAfter(ctx, s.ID, got[9].ID, 5)
+		require.NoError(t, err)
+		require.Equal(t, "1-0", page[0].Data)
+		require.Len(t, page, 5)
+		turn, err = db.TurnLatest(ctx, s.ID)
+		require.NoError(t, err)
+		require.EqualValues(t, 4, turn.StdoutOffset)
+
+		// terminated is never overwritten.
+		require.NoError(t, db.LogAppend(ctx, nil, persistence.SetSession(s.ID, map[string]any{"status": "terminated"}, false)))
+		require.NoError(t, db.LogAppend(ctx, nil, persistence.SetSession(s.ID, map[string]any{"status": "completed"}, true)))
+		st, _, err := db.SessionStatus(ctx, s.ID)
+		require.NoError(t, err)
+		require.Equal(t, "terminated", st)
+
+		require.NoError(t, db.SessionDelete(ctx, u.ID, s.ID))
+		got, err = db.EventsAfter(ctx, s.ID, 0, 10)
+		require.NoError(t, err)
+		require.Empty(t, got, "delete cascades to the log")
 	})
 }

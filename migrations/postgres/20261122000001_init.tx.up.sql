@@ -106,6 +106,7 @@ CREATE TABLE agent_sessions (
     owner_node         varchar(200) NOT NULL DEFAULT '',
     owner_epoch        bigint NOT NULL DEFAULT 0,
     lease_until        timestamptz,
+    provisioned_at     timestamptz,
     created_at         timestamptz NOT NULL,
     updated_at         timestamptz NOT NULL
 );
@@ -126,6 +127,8 @@ CREATE TABLE session_turns (
     status          varchar(16) NOT NULL,
     exit_code       integer,
     exec_id         varchar(100) NOT NULL DEFAULT '',
+    stdout_offset   bigint NOT NULL DEFAULT 0,
+    stderr_offset   bigint NOT NULL DEFAULT 0,
     created_at      timestamptz NOT NULL,
     started_at      timestamptz,
     ended_at        timestamptz,

@@ -1,0 +1,119 @@
+package persistence
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// Event kinds in the session log.
+const (
+	KindOutput = "output"
+	KindStage  = "stage"
+)
+
+// Event is one row of a session's append-only log. Its ID is the SSE event
+// id: strictly increasing within a session, never reused.
+type Event struct {
+	bun.BaseModel `bun:"table:agent_session_logs"`
+
+	ID         int64     `bun:"id,pk,autoincrement"`
+	SessionID  string    `bun:"session_id"`
+	Turn       *int      `bun:"turn"`
+	Kind       string    `bun:"kind"`
+	Stream     string    `bun:"stream"`
+	Data       string    `bun:"data"`
+	Stage      string    `bun:"stage"`
+	State      string    `bun:"state"`
+	DurationMS *int64    `bun:"duration_ms"`
+	CreatedAt  time.Time `bun:"created_at"`
+}
+
+// Update is a state change applied in the same transaction as a log
+// append, after the events, so a reader that sees the new state also sees
+// every event before it.
+type Update func(ctx context.Context, tx bun.Tx) error
+
+// LogAppend inserts events (filling in their IDs, in order) and applies
+// updates, in one transaction. It is called only by a session's single log
+// writer (D7).
+func (db *DB) LogAppend(ctx context.Context, events []*Event, updates ...Update) error {
+	ts := now()
+	for _, e := range events {
+		e.CreatedAt = ts
+	}
+	return db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if len(events) > 0 {
+			if _, err := tx.NewInsert().Model(&events).Returning("id").Exec(ctx); err != nil {
+				return fmt.Errorf("persistence: append events: %w", err)
+			}
+		}
+		for _, u := range updates {
+			if err := u(ctx, tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// SetTurn updates columns of a turn.
+func SetTurn(turnID int64, cols map[string]any) Update {
+	return func(ctx context.Context, tx bun.Tx) error {
+		q := tx.NewUpdate().Table("session_turns").Where("id = ?", turnID)
+		for c, v := range cols {
+			q = q.Set("? = ?", bun.Ident(c), v)
+		}
+		if _, err := q.Exec(ctx); err != nil {
+			return fmt.Errorf("persistence: update turn: %w", err)
+		}
+		return nil
+	}
+}
+
+// SetSession updates columns of a session and its updated_at. With
+// unlessTerminated a terminated session is left as it is: nothing
+// overwrites "terminated".
+func SetSession(sessionID string, cols map[string]any, unlessTerminated bool) Update {
+	return func(ctx context.Context, tx bun.Tx) error {
+		q := tx.NewUpdate().Table("agent_sessions").Where("id = ?", sessionID).Set("updated_at = ?", now())
+		if unlessTerminated {
+			q = q.Where("status <> ?", StatusTerminated)
+		}
+		for c, v := range cols {
+			q = q.Set("? = ?", bun.Ident(c), v)
+		}
+		if _, err := q.Exec(ctx); err != nil {
+			return fmt.Errorf("persistence: update session: %w", err)
+		}
+		return nil
+	}
+}
+
+// EventsAfter returns up to limit events of the session with id > after,
+// in id order.
+func (db *DB) EventsAfter(ctx context.Context, sessionID string, after int64, limit int) ([]Event, error) {
+	var out []Event
+	err := db.bun.NewSelect().Model(&out).Where("session_id = ?", sessionID).Where("id > ?", after).
+		Order("id").Limit(int64(limit)).Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("persistence: read events: %w", err)
+	}
+	return out, nil
+}
+
+// SessionStatus returns a session's status and exit code (cheap poll for
+// streams of finished sessions).
+func (db *DB) SessionStatus(ctx context.Context, sessionID string) (string, *int, error) {
+	var row struct {
+		Status   string `bun:"status"`
+		ExitCode *int   `bun:"exit_code"`
+	}
+	err := db.bun.NewSelect().Table("agent_sessions").Column("status", "exit_code").Where("id = ?", sessionID).Scan(ctx, &row)
+	if err != nil {
+		return "", nil, fmt.Errorf("persistence: session status: %w", err)
+	}
+	return row.Status, row.ExitCode, nil
+}
