@@ -15,7 +15,9 @@ import (
 	"github.com/gofiber/fiber/v2/middleware/requestid"
 	"github.com/gofiber/fiber/v2/utils"
 
+	"github.com/aodhq/aod/actors"
 	"github.com/aodhq/aod/persistence"
+	"github.com/aodhq/aod/sprites"
 )
 
 // Checker is one named /health check; nil error means ok.
@@ -28,6 +30,23 @@ type Checker struct {
 type Config struct {
 	// MaxBodyBytes caps request bodies (D13); larger bodies get 413.
 	MaxBodyBytes int
+	// BackendName is stored on sessions ("sprites" or "local").
+	BackendName string
+	// SpriteNamePrefix prefixes sandbox names ("aod").
+	SpriteNamePrefix string
+	// DefaultTimeout is the per-turn timeout when a request gives none.
+	DefaultTimeout time.Duration
+	// DefaultMaxSessions is the concurrent-session limit without a
+	// per-user override.
+	DefaultMaxSessions int
+	// SSEHeartbeat and SSEStale are the stream's heartbeat interval and idle
+	// limit (D10).
+	SSEHeartbeat time.Duration
+	SSEStale     time.Duration
+	// SSEPoll is how often a stream without a live actor re-reads the log.
+	SSEPoll time.Duration
+	// DevPublish enables POST /dev/sessions/{id}/output (D19).
+	DevPublish bool
 }
 
 // Deps are what the HTTP layer needs from the rest of the node.
@@ -37,6 +56,10 @@ type Deps struct {
 	Config Config
 	// Checks run by GET /health besides db and crypto (e.g. "sandbox").
 	Checks []Checker
+	// Sessions runs session actors; Backend is the sandbox backend. Either
+	// may be nil: session creation then answers 503.
+	Sessions *actors.Manager
+	Backend  sprites.Backend
 }
 
 // Server is the API server.
@@ -57,8 +80,27 @@ func New(deps Deps) *Server {
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
-	if deps.Config.MaxBodyBytes <= 0 {
-		deps.Config.MaxBodyBytes = 4 << 20
+	c := &deps.Config
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 4 << 20
+	}
+	if c.BackendName == "" {
+		c.BackendName = "sprites"
+	}
+	if c.SpriteNamePrefix == "" {
+		c.SpriteNamePrefix = "aod"
+	}
+	if c.DefaultTimeout <= 0 {
+		c.DefaultTimeout = 600 * time.Second
+	}
+	if c.SSEHeartbeat <= 0 {
+		c.SSEHeartbeat = 15 * time.Second
+	}
+	if c.SSEStale <= 0 {
+		c.SSEStale = 600 * time.Second
+	}
+	if c.SSEPoll <= 0 {
+		c.SSEPoll = 500 * time.Millisecond
 	}
 	s := &Server{db: deps.DB, log: deps.Logger, cfg: deps.Config, deps: deps, done: make(chan struct{})}
 	s.app = fiber.New(fiber.Config{
@@ -197,4 +239,5 @@ func (s *Server) routes() {
 	s.app.All("/health", s.health)
 	s.agentRoutes()
 	s.environmentRoutes()
+	s.sessionRoutes()
 }

@@ -117,3 +117,14 @@ func (db *DB) SessionStatus(ctx context.Context, sessionID string) (string, *int
 	}
 	return row.Status, row.ExitCode, nil
 }
+
+// EventsLast returns the session's newest event (none when the log is
+// empty).
+func (db *DB) EventsLast(ctx context.Context, sessionID string) ([]Event, error) {
+	var out []Event
+	err := db.bun.NewSelect().Model(&out).Where("session_id = ?", sessionID).Order("id DESC").Limit(1).Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("persistence: last event: %w", err)
+	}
+	return out, nil
+}

@@ -3,6 +3,8 @@ package aodcli
 import (
 	"context"
 	"errors"
+
+	"github.com/aodhq/aod/sprites/runner"
 )
 
 func devCmd(ctx context.Context, args []string, env Env) error {
@@ -16,9 +18,11 @@ func devCmd(ctx context.Context, args []string, env Env) error {
 	return errors.New("unknown dev command " + args[0])
 }
 
-// maybeRunShim is replaced when the sandbox runner is wired in.
-func maybeRunShim() {}
+// maybeRunShim turns this process into a sandbox exec shim when it was
+// started as one (the local backend and the fake server start execs
+// through this binary).
+func maybeRunShim() { runner.MaybeRunShim() }
 
 func fakeSprites(ctx context.Context, args []string, env Env) error {
-	return errors.New("fake-sprites: not built into this binary yet")
+	return fakeSpritesCmd(ctx, args, env)
 }

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,20 +12,26 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aodhq/aod/actors"
+	"github.com/aodhq/aod/cluster"
 	aodhttp "github.com/aodhq/aod/http"
 	"github.com/aodhq/aod/persistence"
 	"github.com/aodhq/aod/persistence/seal"
+	"github.com/aodhq/aod/sprites"
+	"github.com/aodhq/aod/sprites/local"
 )
 
 // App is one aod node.
 type App struct {
-	cfg    *Config
-	log    *slog.Logger
-	out    io.Writer
-	db     *persistence.DB
-	server *aodhttp.Server
-	ln     net.Listener
-	served chan error
+	cfg      *Config
+	log      *slog.Logger
+	out      io.Writer
+	db       *persistence.DB
+	backend  sprites.Backend
+	sessions *actors.Manager
+	server   *aodhttp.Server
+	ln       net.Listener
+	served   chan error
 }
 
 // Options tune New beyond the configuration.
@@ -34,6 +41,10 @@ type Options struct {
 	Out io.Writer
 	// Listener, when set, is used instead of listening on cfg.Listen.
 	Listener net.Listener
+	// Backend, when set, replaces the configured sandbox backend (tests).
+	Backend sprites.Backend
+	// NodeName names this node (default: the host name).
+	NodeName string
 }
 
 // OpenSealer builds the field sealer per D14: FIELD_ENCRYPTION_KEY, else
@@ -104,12 +115,60 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger, opts Options) (*App
 		a.closeEarly()
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
+	a.backend = opts.Backend
+	if a.backend == nil {
+		a.backend, err = NewBackend(cfg, log)
+		if err != nil {
+			a.closeEarly()
+			return nil, fmt.Errorf("sandbox backend: %w", err)
+		}
+	}
+	if err := a.backend.Check(ctx); err != nil {
+		// Serve anyway: the API works, sessions answer 503 (D1).
+		log.Warn("sandbox backend unusable; sessions cannot start", slog.String("sandbox", cfg.Sandbox), slog.String("reason", err.Error()))
+	}
+	node := cmp.Or(opts.NodeName, hostname())
+	a.sessions, err = actors.NewManager(actors.Deps{
+		DB: db, Backend: a.backend, Owner: cluster.Single{Name: node}, Logger: log,
+	})
+	if err != nil {
+		a.closeEarly()
+		return nil, err
+	}
 	a.server = aodhttp.New(aodhttp.Deps{
 		DB:     db,
 		Logger: log,
-		Config: aodhttp.Config{MaxBodyBytes: cfg.MaxBodyBytes},
+		Config: aodhttp.Config{
+			MaxBodyBytes:       cfg.MaxBodyBytes,
+			BackendName:        "sprites",
+			SpriteNamePrefix:   cfg.SpriteNamePrefix,
+			DefaultTimeout:     cfg.DefaultTimeout,
+			DefaultMaxSessions: cfg.DefaultMaxConcurrentSessions,
+			SSEHeartbeat:       cfg.SSEHeartbeat,
+			SSEStale:           cfg.SSEStale,
+			DevPublish:         cfg.DevPublish,
+		},
+		Checks:   []aodhttp.Checker{{Name: "sandbox", Check: a.backend.Check}},
+		Sessions: a.sessions,
+		Backend:  a.backend,
 	})
 	return a, nil
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "aod"
+	}
+	return h
+}
+
+// NewBackend builds the configured sandbox backend (D1).
+func NewBackend(cfg *Config, log *slog.Logger) (sprites.Backend, error) {
+	if cfg.Sandbox == "sprites" {
+		return sprites.NewClient(cfg.SpritesBaseURL, cfg.SpritesAPIKey, sprites.WithLogger(log)), nil
+	}
+	return local.New(local.Config{Dir: cfg.SandboxDir(), Network: cfg.LocalNetwork, Logger: log})
 }
 
 // bootstrap creates user "admin" and prints its first API key when the
@@ -156,6 +215,13 @@ func (a *App) DB() *persistence.DB { return a.db }
 
 // Start begins serving HTTP. It returns once the listener is bound.
 func (a *App) Start(ctx context.Context) error {
+	// Pick up sessions left pending or running by a previous process
+	// (D20) before taking requests.
+	if n, err := a.sessions.Recover(ctx); err != nil {
+		return fmt.Errorf("recover sessions: %w", err)
+	} else if n > 0 {
+		a.log.Info("recovering sessions", slog.Int("sessions", n))
+	}
 	a.served = make(chan error, 1)
 	go func() { a.served <- a.server.Serve(a.ln) }()
 	a.log.Info("aod serving", slog.String("addr", a.ln.Addr().String()),
@@ -175,13 +241,21 @@ func (a *App) HTTPAddr() string {
 func (a *App) Done() <-chan error { return a.served }
 
 // Stop shuts down in reverse order: HTTP (closing streams), then the
-// database.
+// session actors (running execs keep running in their sandboxes and are
+// re-attached by the next start), then the database.
 func (a *App) Stop(ctx context.Context) error {
 	var errs []error
 	if a.server != nil {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if err := a.server.Shutdown(sctx); err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+		cancel()
+	}
+	if a.sessions != nil {
+		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		if err := a.sessions.Stop(sctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop session actors: %w", err))
 		}
 		cancel()
 	}

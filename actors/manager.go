@@ -1,0 +1,370 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/anthdm/hollywood/actor"
+
+	"github.com/aodhq/aod/cluster"
+	"github.com/aodhq/aod/persistence"
+	"github.com/aodhq/aod/sprites"
+)
+
+var errWriterStopped = errors.New("actors: session log writer stopped")
+
+// ErrNotOwner is returned for a session another node owns.
+var ErrNotOwner = errors.New("actors: session is owned by another node")
+
+// Config tunes the session actors.
+type Config struct {
+	// WriterQueue is the log writer's queue length in ops (backpressure
+	// threshold). Default 256.
+	WriterQueue int
+	// BatchMax caps the events committed per transaction. Default 256.
+	BatchMax int
+	// SubscriberBuffer is each live subscriber's buffer in batches.
+	// Default 256.
+	SubscriberBuffer int
+	// DestroyRetries bounds the background sandbox deletes. Default 5.
+	DestroyRetries int
+	// KillGrace is how long a killed turn's exec may take to report its
+	// exit before the turn is finalised anyway. Default 5s.
+	KillGrace time.Duration
+}
+
+// Deps are the session actors' collaborators.
+type Deps struct {
+	DB      *persistence.DB
+	Backend sprites.Backend
+	Owner   cluster.Ownership
+	Logger  *slog.Logger
+	Config  Config
+	// StaticEnv is written first into /tmp/aod-env (e.g. OTel headers).
+	StaticEnv [][2]string
+}
+
+// Manager runs one actor per live session on this node. HTTP handlers talk
+// to session actors only through it.
+type Manager struct {
+	deps   Deps
+	engine *actor.Engine
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	actors  map[string]*actorEntry
+	closing bool
+	bg      sync.WaitGroup
+	bgCtx   context.Context
+	bgStop  context.CancelFunc
+}
+
+type actorEntry struct {
+	pid      *actor.PID
+	stopping bool
+	stopped  chan struct{}
+}
+
+// NewManager builds the actor engine.
+func NewManager(deps Deps) (*Manager, error) {
+	c := &deps.Config
+	if c.WriterQueue <= 0 {
+		c.WriterQueue = 256
+	}
+	if c.BatchMax <= 0 {
+		c.BatchMax = 256
+	}
+	if c.SubscriberBuffer <= 0 {
+		c.SubscriberBuffer = 256
+	}
+	if c.DestroyRetries <= 0 {
+		c.DestroyRetries = 5
+	}
+	if c.KillGrace <= 0 {
+		c.KillGrace = 5 * time.Second
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.Owner == nil {
+		deps.Owner = cluster.Single{Name: "local"}
+	}
+	e, err := actor.NewEngine(actor.NewEngineConfig())
+	if err != nil {
+		return nil, fmt.Errorf("actors: engine: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{deps: deps, engine: e, log: deps.Logger, actors: map[string]*actorEntry{}, bgCtx: ctx, bgStop: cancel}, nil
+}
+
+// Recover picks up every session left pending or running (D20): each gets
+// an actor, which re-provisions, re-attaches or fails it.
+func (m *Manager) Recover(ctx context.Context) (int, error) {
+	sessions, err := m.deps.DB.SessionsActive(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, s := range sessions {
+		if _, local := m.deps.Owner.Owner(s.ID); !local {
+			continue
+		}
+		m.Kick(s.ID)
+		n++
+	}
+	return n, nil
+}
+
+// Kick makes sure the session's actor runs and looks for work: call it
+// after creating a session or queueing a turn.
+func (m *Manager) Kick(sessionID string) {
+	if pid := m.ensure(sessionID); pid != nil {
+		m.engine.Send(pid, &kick{})
+	}
+}
+
+// Terminate stops the session's running work, if any. The caller has
+// already marked the session terminated; Destroy removes the sandbox.
+func (m *Manager) Terminate(sessionID string) {
+	m.mu.Lock()
+	e := m.actors[sessionID]
+	m.mu.Unlock()
+	if e != nil && !e.stopping {
+		m.engine.Send(e.pid, &terminateCmd{})
+	}
+}
+
+// Destroy deletes a sandbox in the background, retrying with backoff.
+func (m *Manager) Destroy(handle string) {
+	if handle == "" || m.deps.Backend == nil {
+		return
+	}
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		backoff := 500 * time.Millisecond
+		for attempt := 1; ; attempt++ {
+			ctx, cancel := context.WithTimeout(m.bgCtx, 2*time.Minute)
+			err := m.deps.Backend.Delete(ctx, handle)
+			cancel()
+			if err == nil || errors.Is(err, sprites.ErrNotFound) {
+				return
+			}
+			if attempt >= m.deps.Config.DestroyRetries || m.bgCtx.Err() != nil {
+				m.log.Warn("sandbox destroy failed", slog.String("sandbox", handle), slog.String("error", err.Error()))
+				return
+			}
+			select {
+			case <-time.After(backoff):
+			case <-m.bgCtx.Done():
+				return
+			}
+			backoff *= 2
+		}
+	}()
+}
+
+// Subscribe attaches a live subscriber to the session's actor. live is false
+// when the session has no running work (serve it from the log alone).
+// lastID is the newest durable event id when the subscriber was attached:
+// everything after it arrives on sub.C.
+func (m *Manager) Subscribe(ctx context.Context, sessionID string) (sub *Subscription, live bool, lastID int64, err error) {
+	if _, local := m.deps.Owner.Owner(sessionID); !local {
+		return nil, false, 0, ErrNotOwner
+	}
+	pid := m.ensure(sessionID)
+	if pid == nil {
+		return nil, false, 0, nil
+	}
+	sub = newSubscription(m.deps.Config.SubscriberBuffer)
+	sub.actorID = sessionID
+	m.engine.Send(pid, &subscribeCmd{sub: sub})
+	select {
+	case r := <-sub.ready:
+		if !r.live {
+			return nil, false, 0, nil
+		}
+		return sub, true, r.lastID, nil
+	case <-ctx.Done():
+		m.Unsubscribe(sub)
+		return nil, false, 0, ctx.Err()
+	case <-time.After(30 * time.Second):
+		m.Unsubscribe(sub)
+		return nil, false, 0, errors.New("actors: subscribe timed out")
+	}
+}
+
+// Unsubscribe detaches a subscriber (idempotent).
+func (m *Manager) Unsubscribe(sub *Subscription) {
+	m.mu.Lock()
+	e := m.actors[sub.actorID]
+	m.mu.Unlock()
+	if e != nil {
+		m.engine.Send(e.pid, &unsubscribeCmd{sub: sub})
+	}
+}
+
+// ensure returns the live actor of a session, spawning it when needed. A
+// spawn never races an actor of the same id that is still stopping: it
+// waits for that one to be gone (hollywood would return the stopping PID).
+func (m *Manager) ensure(sessionID string) *actor.PID {
+	for {
+		m.mu.Lock()
+		if m.closing {
+			m.mu.Unlock()
+			return nil
+		}
+		e := m.actors[sessionID]
+		if e == nil {
+			e = &actorEntry{stopped: make(chan struct{})}
+			m.actors[sessionID] = e
+			e.pid = m.engine.Spawn(newSessionActor(m, sessionID), "session",
+				actor.WithID(sessionID),
+				actor.WithMaxRestarts(0),
+				actor.WithMiddleware(m.recoverMiddleware(sessionID)))
+			m.mu.Unlock()
+			return e.pid
+		}
+		if !e.stopping {
+			m.mu.Unlock()
+			return e.pid
+		}
+		stopped := e.stopped
+		m.mu.Unlock()
+		<-stopped
+	}
+}
+
+// retire stops a session's actor; ensure re-creates it on demand.
+func (m *Manager) retire(sessionID string) {
+	m.mu.Lock()
+	e := m.actors[sessionID]
+	if e == nil || e.stopping {
+		m.mu.Unlock()
+		return
+	}
+	e.stopping = true
+	m.mu.Unlock()
+	done := m.engine.Poison(e.pid)
+	go func() {
+		<-done.Done()
+		m.mu.Lock()
+		if m.actors[sessionID] == e {
+			delete(m.actors, sessionID)
+		}
+		m.mu.Unlock()
+		close(e.stopped)
+	}()
+}
+
+// Live reports how many session actors run on this node.
+func (m *Manager) Live() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.actors)
+}
+
+// Stop poisons every session actor and waits for them, then for
+// background sandbox deletes, within ctx. Running execs keep running in
+// their sandboxes (D4) and are re-attached by the next start.
+func (m *Manager) Stop(ctx context.Context) error {
+	m.mu.Lock()
+	m.closing = true
+	var waits []context.Context
+	for _, e := range m.actors {
+		if !e.stopping {
+			e.stopping = true
+			waits = append(waits, m.engine.Poison(e.pid))
+		}
+	}
+	m.mu.Unlock()
+	for _, w := range waits {
+		select {
+		case <-w.Done():
+		case <-ctx.Done():
+			m.bgStop()
+			return ctx.Err()
+		}
+	}
+	done := make(chan struct{})
+	go func() { m.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	m.bgStop()
+	return ctx.Err()
+}
+
+// recoverMiddleware keeps a panic inside Receive from reaching the engine
+// (go-deps §1 pitfall 1): the session is marked failed and the actor
+// retired.
+func (m *Manager) recoverMiddleware(sessionID string) actor.MiddlewareFunc {
+	return func(next actor.ReceiveFunc) actor.ReceiveFunc {
+		return func(c *actor.Context) {
+			defer func() {
+				if r := recover(); r != nil {
+					m.log.Error("session actor panicked", slog.String("session", sessionID), slog.Any("panic", r))
+					m.failSession(sessionID, fmt.Sprint(r))
+					m.retire(sessionID)
+				}
+			}()
+			next(c)
+		}
+	}
+}
+
+// failSession records an internal failure: the session and its unfinished
+// turn become failed (never overwriting terminated), with a stderr event.
+func (m *Manager) failSession(sessionID, reason string) {
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		turn, err := m.deps.DB.TurnLatest(ctx, sessionID)
+		var updates []persistence.Update
+		var events []*persistence.Event
+		if err == nil && (turn.Status == persistence.StatusPending || turn.Status == persistence.StatusRunning) {
+			n := turn.TurnNumber
+			updates = append(updates, persistence.SetTurn(turn.ID, map[string]any{
+				"status": persistence.StatusFailed, "exit_code": nil, "ended_at": time.Now().UTC(),
+			}))
+			events = append(events, &persistence.Event{SessionID: sessionID, Turn: &n, Kind: persistence.KindOutput,
+				Stream: "stderr", Data: "turn failed: internal error in the session actor\n"})
+		}
+		updates = append(updates, persistence.SetSession(sessionID, map[string]any{
+			"status": persistence.StatusFailed, "exit_code": nil,
+		}, true))
+		if err := m.deps.DB.LogAppend(ctx, events, updates...); err != nil {
+			m.log.Error("mark session failed", slog.String("session", sessionID), slog.String("error", err.Error()))
+		}
+	}()
+}
+
+// ErrNotRunning is returned by Publish when the session has no running turn.
+var ErrNotRunning = errors.New("actors: session is not running")
+
+// Publish appends data as one stdout output event of the session's current
+// turn, through the same writer and fan-out as exec output (D19), and
+// returns its event id.
+func (m *Manager) Publish(ctx context.Context, sessionID, data string) (int64, error) {
+	m.mu.Lock()
+	e := m.actors[sessionID]
+	m.mu.Unlock()
+	if e == nil || e.stopping {
+		return 0, ErrNotRunning
+	}
+	cmd := &publishCmd{data: data, reply: make(chan publishResult, 1)}
+	m.engine.Send(e.pid, cmd)
+	select {
+	case r := <-cmd.reply:
+		return r.id, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}

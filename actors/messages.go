@@ -1,0 +1,59 @@
+package actors
+
+import (
+	"github.com/aodhq/aod/persistence"
+)
+
+// Messages the session actor handles. All are pointers; none crosses the
+// network.
+type (
+	// loadState makes the actor (re)read its session and decide what to do.
+	loadState struct{}
+	// stateLoaded carries the result of loadState.
+	stateLoaded struct {
+		session *persistence.Session
+		turn    *persistence.Turn
+		lastID  int64
+		err     error
+	}
+	// durable reports events committed by the log writer, in order, and
+	// the notes of the ops they belonged to.
+	durable struct {
+		events []*persistence.Event
+		notes  []any
+	}
+	// kick asks an idle actor to look for new work (a new session or a new
+	// turn).
+	kick struct{}
+	// terminateCmd stops running work; the HTTP layer has already marked
+	// the session terminated.
+	terminateCmd struct{}
+	// subscribeCmd registers a live subscriber.
+	subscribeCmd struct{ sub *Subscription }
+	// unsubscribeCmd removes one.
+	unsubscribeCmd struct{ sub *Subscription }
+	// execStarted tells the actor which exec runs the current turn.
+	execStarted struct{ execID string }
+	// workPanicked reports a panic in a work goroutine.
+	workPanicked struct{ reason string }
+
+	// Notes (delivered through durable once their op committed).
+
+	// provisioned: provisioning succeeded; run the pending turn.
+	provisioned struct{}
+	// workFinished: provisioning failed or a turn ended; the session may
+	// now be idle.
+	workFinished struct{}
+)
+
+// publishCmd appends one stdout output event for the current turn through
+// the session's writer and fan-out (the D19 benchmark hook).
+type publishCmd struct {
+	data  string
+	reply chan publishResult
+}
+
+type publishResult struct {
+	id  int64
+	err error
+}

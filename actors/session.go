@@ -1,0 +1,345 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/anthdm/hollywood/actor"
+
+	"github.com/aodhq/aod/persistence"
+)
+
+// phase is what a session actor is doing.
+type phase int
+
+const (
+	phaseLoading phase = iota
+	phaseIdle
+	phaseProvisioning
+	phaseTurn
+)
+
+// sessionActor owns one live session on this node: its sandbox handle,
+// turn state, running exec and the fan-out of durable events to live
+// subscribers. Receive never blocks on I/O: loading, provisioning, turns and
+// the log writer run in goroutines that report back by message.
+type sessionActor struct {
+	m   *Manager
+	id  string
+	pid *actor.PID
+
+	ctx    context.Context // work context, cancelled on stop
+	cancel context.CancelFunc
+	writer *logWriter
+
+	phase      phase
+	session    *persistence.Session
+	turn       int // the running turn's number
+	lastID     int64
+	subs       map[*Subscription]struct{}
+	pendingSub []*Subscription // subscribers waiting for the first load
+
+	workCancel context.CancelFunc // cancels provisioning or the turn
+	execID     string
+	reload     bool // a kick arrived while busy: look for work again after
+	stopped    bool
+}
+
+func newSessionActor(m *Manager, id string) actor.Producer {
+	return func() actor.Receiver { return &sessionActor{m: m, id: id, subs: map[*Subscription]struct{}{}} }
+}
+
+// Receive dispatches one message.
+func (a *sessionActor) Receive(c *actor.Context) {
+	switch msg := c.Message().(type) {
+	case actor.Started:
+		a.started(c)
+	case actor.Stopped:
+		a.shutdown()
+	case *loadState:
+		a.load()
+	case *stateLoaded:
+		a.loaded(msg)
+	case *kick:
+		a.onKick()
+	case *durable:
+		a.onDurable(msg)
+	case *subscribeCmd:
+		a.subscribe(msg.sub)
+	case *unsubscribeCmd:
+		a.unsubscribe(msg.sub)
+	case *terminateCmd:
+		a.terminate()
+	case *execStarted:
+		a.execID = msg.execID
+	case *publishCmd:
+		a.publish(msg)
+	case *workPanicked:
+		a.m.log.Error("session work panicked", slog.String("session", a.id), slog.String("panic", msg.reason))
+		a.m.failSession(a.id, msg.reason)
+		a.finishWork()
+	}
+}
+
+func (a *sessionActor) started(c *actor.Context) {
+	a.pid = c.PID()
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	engine, pid := c.Engine(), c.PID()
+	a.writer = newLogWriter(a.m.deps.DB, a.m.log.With(slog.String("session", a.id)),
+		a.m.deps.Config.WriterQueue, a.m.deps.Config.BatchMax,
+		func(events []*persistence.Event, notes []any) { engine.Send(pid, &durable{events: events, notes: notes}) })
+	go a.writer.run(a.ctx)
+	// Load outside Started: Started runs inside Spawn on the caller's
+	// goroutine (go-deps §1).
+	engine.Send(pid, &loadState{})
+}
+
+// shutdown runs on Stopped (possibly twice, hollywood #196).
+func (a *sessionActor) shutdown() {
+	if a.stopped {
+		return
+	}
+	a.stopped = true
+	if a.workCancel != nil {
+		a.workCancel()
+	}
+	if a.cancel != nil {
+		a.cancel()
+	}
+	a.closeSubs(false)
+}
+
+// load reads the session and its latest turn in a goroutine.
+func (a *sessionActor) load() {
+	a.phase = phaseLoading
+	engine, pid, db, id := a.m.engine, a.pid, a.m.deps.DB, a.id
+	go func() {
+		ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
+		defer cancel()
+		msg := &stateLoaded{}
+		msg.session, msg.err = db.SessionGet(ctx, 0, id)
+		if msg.err == nil {
+			msg.turn, msg.err = db.TurnLatest(ctx, id)
+		}
+		if msg.err == nil {
+			var last []persistence.Event
+			last, msg.err = db.EventsLast(ctx, id)
+			if len(last) > 0 {
+				msg.lastID = last[0].ID
+			}
+		}
+		engine.Send(pid, msg)
+	}()
+}
+
+func (a *sessionActor) loaded(msg *stateLoaded) {
+	if msg.err != nil {
+		// Deleted, or the database is unavailable: nothing to run.
+		a.m.log.Debug("session actor load", slog.String("session", a.id), slog.String("error", msg.err.Error()))
+		a.phase = phaseIdle
+		a.answerPending(false)
+		a.m.retire(a.id)
+		return
+	}
+	a.session = msg.session
+	if msg.lastID > a.lastID {
+		a.lastID = msg.lastID
+	}
+	s, t := msg.session, msg.turn
+	switch {
+	case s.Status == persistence.StatusPending && s.ProvisionedAt == nil:
+		a.startProvisioning(t)
+	case s.Status == persistence.StatusPending && t.Status == persistence.StatusPending:
+		a.startTurn(t, false)
+	case s.Status == persistence.StatusRunning || (s.Status == persistence.StatusPending && t.Status == persistence.StatusRunning):
+		a.startTurn(t, true)
+	default:
+		a.phase = phaseIdle
+	}
+	a.answerPending(a.phase != phaseIdle)
+	if a.phase == phaseIdle {
+		a.m.retire(a.id)
+	}
+}
+
+func (a *sessionActor) answerPending(live bool) {
+	for _, sub := range a.pendingSub {
+		a.admit(sub, live)
+	}
+	a.pendingSub = nil
+}
+
+func (a *sessionActor) admit(sub *Subscription, live bool) {
+	if live {
+		a.subs[sub] = struct{}{}
+	}
+	sub.ready <- subscribeResult{live: live, lastID: a.lastID}
+}
+
+func (a *sessionActor) subscribe(sub *Subscription) {
+	switch a.phase {
+	case phaseLoading:
+		a.pendingSub = append(a.pendingSub, sub)
+	case phaseIdle:
+		a.admit(sub, false)
+	default:
+		a.admit(sub, true)
+	}
+}
+
+func (a *sessionActor) unsubscribe(sub *Subscription) {
+	if _, ok := a.subs[sub]; ok {
+		delete(a.subs, sub)
+		close(sub.C)
+	}
+	for i, p := range a.pendingSub {
+		if p == sub {
+			a.pendingSub = append(a.pendingSub[:i], a.pendingSub[i+1:]...)
+			sub.ready <- subscribeResult{}
+			break
+		}
+	}
+}
+
+// onKick: a new session or turn was queued in the database.
+func (a *sessionActor) onKick() {
+	switch a.phase {
+	case phaseIdle:
+		a.load()
+	case phaseLoading:
+		// The load in flight reads the new state or a later kick follows.
+		a.reload = true
+	default:
+		a.reload = true
+	}
+}
+
+// onDurable fans committed events out to live subscribers without
+// blocking: a subscriber whose buffer is full is dropped as lagged.
+func (a *sessionActor) onDurable(msg *durable) {
+	if n := len(msg.events); n > 0 {
+		if last := msg.events[n-1].ID; last > a.lastID {
+			a.lastID = last
+		}
+		for sub := range a.subs {
+			select {
+			case sub.C <- msg.events:
+			default:
+				sub.lagged.Store(true)
+				delete(a.subs, sub)
+				close(sub.C)
+			}
+		}
+	}
+	for _, note := range msg.notes {
+		switch note.(type) {
+		case *provisioned:
+			a.workCancel = nil
+			if a.session != nil && a.session.Status != persistence.StatusTerminated {
+				a.phase = phaseIdle
+				a.load() // picks up the pending turn
+			}
+		case *workFinished:
+			a.finishWork()
+		}
+	}
+}
+
+// finishWork ends the current provisioning or turn: subscribers are told
+// the stream is complete, and the actor stops unless more work is queued.
+func (a *sessionActor) finishWork() {
+	if a.workCancel != nil {
+		a.workCancel()
+		a.workCancel = nil
+	}
+	a.execID = ""
+	a.phase = phaseIdle
+	a.closeSubs(false)
+	if a.reload {
+		a.reload = false
+		a.load()
+		return
+	}
+	a.m.retire(a.id)
+}
+
+func (a *sessionActor) closeSubs(lagged bool) {
+	for sub := range a.subs {
+		if lagged {
+			sub.lagged.Store(true)
+		}
+		close(sub.C)
+		delete(a.subs, sub)
+	}
+	for _, sub := range a.pendingSub {
+		sub.ready <- subscribeResult{}
+	}
+	a.pendingSub = nil
+}
+
+// terminate stops provisioning or the running exec; the sandbox itself is
+// destroyed by the manager.
+func (a *sessionActor) terminate() {
+	if a.session != nil {
+		a.session.Status = persistence.StatusTerminated
+	}
+	a.reload = false
+	if a.phase == phaseTurn && a.execID != "" && a.session != nil {
+		backend, handle, execID := a.m.deps.Backend, a.session.BackendHandle, a.execID
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = backend.Kill(ctx, handle, execID, "KILL")
+		}()
+	}
+	if a.workCancel != nil {
+		a.workCancel()
+	}
+}
+
+// goWork runs fn in a goroutine; a panic becomes workPanicked.
+func (a *sessionActor) goWork(fn func(ctx context.Context)) {
+	ctx, cancel := context.WithCancel(a.ctx)
+	a.workCancel = cancel
+	engine, pid := a.m.engine, a.pid
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				engine.Send(pid, &workPanicked{reason: fmt.Sprintf("%v\n%s", r, debug.Stack())})
+			}
+		}()
+		fn(ctx)
+	}()
+}
+
+func (a *sessionActor) startProvisioning(t *persistence.Turn) {
+	a.phase = phaseProvisioning
+	s := *a.session
+	a.goWork(func(ctx context.Context) { a.provision(ctx, &s, t) })
+}
+
+func (a *sessionActor) startTurn(t *persistence.Turn, recovering bool) {
+	a.phase = phaseTurn
+	a.turn = t.TurnNumber
+	s := *a.session
+	a.goWork(func(ctx context.Context) { a.runTurn(ctx, &s, t, recovering) })
+}
+
+// publish appends an output event through the writer without blocking the
+// actor: the submit runs in a goroutine that answers the caller.
+func (a *sessionActor) publish(cmd *publishCmd) {
+	if a.phase != phaseTurn || a.session == nil || a.session.Status == persistence.StatusTerminated {
+		cmd.reply <- publishResult{err: ErrNotRunning}
+		return
+	}
+	n := a.turn
+	ev := &persistence.Event{SessionID: a.id, Turn: &n, Kind: persistence.KindOutput, Stream: "stdout", Data: sanitize([]byte(cmd.data))}
+	w, ctx := a.writer, a.ctx
+	go func() {
+		err := w.submitWait(ctx, &logOp{events: []*persistence.Event{ev}})
+		cmd.reply <- publishResult{id: ev.ID, err: err}
+	}()
+}

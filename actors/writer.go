@@ -1,0 +1,171 @@
+package actors
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/aodhq/aod/persistence"
+)
+
+// logOp is one unit of work for a session's log writer: events to append
+// and state updates to apply after them, atomically.
+type logOp struct {
+	events  []*persistence.Event
+	updates []persistence.Update
+	// offsets, when set, records how many raw bytes of each stream of the
+	// running turn are now in the log (coalesced: the last one wins).
+	offsets *turnOffsets
+	// note is sent to the session actor once this op is durable.
+	note any
+	// done, when set, receives the commit result.
+	done chan error
+}
+
+type turnOffsets struct {
+	turnID         int64
+	stdout, stderr int64
+}
+
+// logWriter is a session's single log writer (D7). Producers submit ops
+// through a bounded channel: when the database falls behind, submit blocks
+// and reading from the sandbox slows down; nothing is dropped. Each batch
+// of queued ops is committed in one transaction (group commit), then
+// reported to the session actor, which fans the events out.
+type logWriter struct {
+	db        *persistence.DB
+	log       *slog.Logger
+	ch        chan *logOp
+	batchMax  int
+	onDurable func(events []*persistence.Event, notes []any)
+	stopped   chan struct{}
+}
+
+func newLogWriter(db *persistence.DB, log *slog.Logger, queue, batchMax int, onDurable func([]*persistence.Event, []any)) *logWriter {
+	return &logWriter{
+		db: db, log: log, ch: make(chan *logOp, queue), batchMax: batchMax,
+		onDurable: onDurable, stopped: make(chan struct{}),
+	}
+}
+
+// submit queues op, blocking while the queue is full (backpressure).
+func (w *logWriter) submit(ctx context.Context, op *logOp) error {
+	select {
+	case w.ch <- op:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-w.stopped:
+		return errWriterStopped
+	}
+}
+
+// submitWait queues op and waits until it is durable.
+func (w *logWriter) submitWait(ctx context.Context, op *logOp) error {
+	op.done = make(chan error, 1)
+	if err := w.submit(ctx, op); err != nil {
+		return err
+	}
+	select {
+	case err := <-op.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// run commits batches until ctx ends, then drains what is already queued.
+func (w *logWriter) run(ctx context.Context) {
+	defer close(w.stopped)
+	for {
+		var first *logOp
+		select {
+		case first = <-w.ch:
+		case <-ctx.Done():
+			w.drain()
+			return
+		}
+		w.commit(ctx, w.collect(first))
+	}
+}
+
+// drain commits whatever producers queued before the writer was stopped,
+// with a bounded effort.
+func (w *logWriter) drain() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		select {
+		case op := <-w.ch:
+			w.commit(ctx, w.collect(op))
+		default:
+			return
+		}
+	}
+}
+
+// collect takes first plus whatever else is queued, up to batchMax events.
+func (w *logWriter) collect(first *logOp) []*logOp {
+	batch := []*logOp{first}
+	n := len(first.events)
+	for n < w.batchMax {
+		select {
+		case op := <-w.ch:
+			batch = append(batch, op)
+			n += len(op.events)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// commit appends one batch, retrying with backoff while ctx lives: a
+// database hiccup delays output, it does not lose it.
+func (w *logWriter) commit(ctx context.Context, batch []*logOp) {
+	var events []*persistence.Event
+	var updates []persistence.Update
+	var notes []any
+	var off *turnOffsets
+	for _, op := range batch {
+		events = append(events, op.events...)
+		updates = append(updates, op.updates...)
+		if op.offsets != nil {
+			off = op.offsets
+		}
+		if op.note != nil {
+			notes = append(notes, op.note)
+		}
+	}
+	if off != nil {
+		updates = append([]persistence.Update{persistence.SetTurn(off.turnID, map[string]any{
+			"stdout_offset": off.stdout, "stderr_offset": off.stderr,
+		})}, updates...)
+	}
+	var err error
+	backoff := 100 * time.Millisecond
+	for {
+		if err = w.db.LogAppend(ctx, events, updates...); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		w.log.Warn("session log append failed; retrying", slog.String("error", err.Error()), slog.Duration("in", backoff))
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		backoff = min(backoff*3, 5*time.Second)
+	}
+	for _, op := range batch {
+		if op.done != nil {
+			op.done <- err
+		}
+	}
+	if err != nil {
+		w.log.Error("session log append abandoned", slog.String("error", err.Error()), slog.Int("events", len(events)))
+		return
+	}
+	w.onDurable(events, notes)
+}
