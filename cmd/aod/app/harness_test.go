@@ -1,0 +1,352 @@
+package app
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/aodhq/aod/http/sse"
+	"github.com/aodhq/aod/migrations"
+	"github.com/aodhq/aod/persistence"
+	"github.com/aodhq/aod/persistence/persistencetest"
+	"github.com/aodhq/aod/runtimes/runtimestest"
+	"github.com/aodhq/aod/sprites"
+	"github.com/aodhq/aod/sprites/local"
+	"github.com/aodhq/aod/sprites/runner"
+	"github.com/aodhq/aod/sprites/spritestest"
+)
+
+// fixtures are the host-side files bound into every test sandbox: the
+// stand-in executables at /usr/local/bin, a bare git repository for
+// https://github.com/acme/widgets, and a system git config that redirects
+// GitHub URLs to it.
+type fixtures struct {
+	binds []runner.Bind
+}
+
+var (
+	fixturesOnce sync.Once
+	fixturesVal  *fixtures
+	fixturesErr  error
+)
+
+const testRepoDir = "/opt/aod-test-repos"
+
+func sandboxFixtures(t *testing.T) *fixtures {
+	t.Helper()
+	fixturesOnce.Do(func() { fixturesVal, fixturesErr = buildFixtures() })
+	require.NoError(t, fixturesErr)
+	return fixturesVal
+}
+
+func buildFixtures() (*fixtures, error) {
+	dir, err := os.MkdirTemp("", "aod-fixtures-")
+	if err != nil {
+		return nil, err
+	}
+	bin := filepath.Join(dir, "bin")
+	if err := runtimestest.WriteStandins(bin); err != nil {
+		return nil, err
+	}
+	repos := filepath.Join(dir, "repos")
+	work := filepath.Join(dir, "work")
+	bare := filepath.Join(repos, "acme", "widgets")
+	for _, args := range [][]string{
+		{"init", "-q", "--bare", bare},
+		{"init", "-q", work},
+		{"-C", work, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "init"},
+	} {
+		if out, err := exec.Command("git", args...).CombinedOutput(); err != nil {
+			return nil, &cmdError{args, out, err}
+		}
+	}
+	if err := os.WriteFile(filepath.Join(work, "README.md"), []byte("widgets\n"), 0o644); err != nil {
+		return nil, err
+	}
+	for _, args := range [][]string{
+		{"-C", work, "add", "README.md"},
+		{"-C", work, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "readme"},
+		{"-C", work, "push", "-q", bare, "HEAD:refs/heads/main"},
+		{"-C", bare, "symbolic-ref", "HEAD", "refs/heads/main"},
+	} {
+		if out, err := exec.Command("git", args...).CombinedOutput(); err != nil {
+			return nil, &cmdError{args, out, err}
+		}
+	}
+	gitconfig := filepath.Join(dir, "gitconfig")
+	cfg := "[url \"file://" + testRepoDir + "/\"]\n\tinsteadOf = https://github.com/\n[safe]\n\tdirectory = *\n"
+	if err := os.WriteFile(gitconfig, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	return &fixtures{binds: []runner.Bind{
+		{Src: bin, Dst: "/usr/local/bin", ReadOnly: true},
+		{Src: repos, Dst: testRepoDir, ReadOnly: true},
+		{Src: gitconfig, Dst: "/etc/gitconfig", ReadOnly: true},
+	}}, nil
+}
+
+type cmdError struct {
+	args []string
+	out  []byte
+	err  error
+}
+
+func (e *cmdError) Error() string {
+	return "git " + strings.Join(e.args, " ") + ": " + e.err.Error() + ": " + string(e.out)
+}
+
+// backendKind names a sandbox backend under test.
+type backendKind string
+
+const (
+	backendLocal backendKind = "local"
+	backendFake  backendKind = "fake-sprites"
+)
+
+// newBackend returns a sandbox backend with the fixtures bound in.
+func newBackend(t *testing.T, kind backendKind) (sprites.Backend, *spritestest.Server) {
+	t.Helper()
+	fx := sandboxFixtures(t)
+	switch kind {
+	case backendFake:
+		srv := spritestest.NewServer(t, spritestest.Options{RunnerConfig: runner.Config{ExtraBinds: fx.binds}})
+		return srv.Client(), srv
+	default:
+		dir := filepath.Join(t.TempDir(), "sandboxes")
+		b, err := local.New(local.Config{Dir: dir, ExtraBinds: fx.binds})
+		require.NoError(t, err)
+		require.NoError(t, b.Check(context.Background()))
+		t.Cleanup(func() { deleteSandboxes(b, dir) })
+		return b, nil
+	}
+}
+
+// node is one aod node under test with a user and its key.
+type node struct {
+	t       *testing.T
+	app     *App
+	base    string
+	key     string
+	userID  int64
+	backend sprites.Backend
+	fake    *spritestest.Server
+}
+
+type nodeOpts struct {
+	dialect migrations.Dialect
+	backend backendKind
+	env     map[string]string
+}
+
+func startNode(t *testing.T, o nodeOpts) *node {
+	t.Helper()
+	env := map[string]string{
+		"AOD_LISTEN":           "127.0.0.1:0",
+		"AOD_DATA_DIR":         t.TempDir(),
+		"FIELD_ENCRYPTION_KEY": persistencetest.TestKey,
+		"AOD_SSE_HEARTBEAT":    "1s",
+	}
+	if o.dialect == migrations.Postgres {
+		env["DATABASE_URL"] = persistencetest.PostgresURL(t)
+	}
+	for k, v := range o.env {
+		env[k] = v
+	}
+	cfg, err := LoadConfig(func(k string) string { return env[k] })
+	require.NoError(t, err)
+	backend, fake := newBackend(t, o.backend)
+	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx := context.Background()
+	a, err := New(ctx, cfg, logger, Options{Backend: backend, NodeName: "test"})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(ctx))
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = a.Stop(sctx)
+	})
+	u, err := a.DB().UserCreate(ctx, "u-"+persistence.NewUUID())
+	require.NoError(t, err)
+	key, _, err := a.DB().APIKeyCreate(ctx, &persistence.APIKeyCreateParams{UserID: u.ID})
+	require.NoError(t, err)
+	return &node{t: t, app: a, base: "http://" + a.HTTPAddr(), key: key, userID: u.ID, backend: backend, fake: fake}
+}
+
+// testWriter sends log lines to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+type apiResponse struct {
+	status int
+	body   []byte
+}
+
+func (r *apiResponse) obj(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(r.body, &m), string(r.body))
+	return m
+}
+
+func (n *node) do(method, path string, body any) *apiResponse {
+	n.t.Helper()
+	var rdr io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		require.NoError(n.t, err)
+		rdr = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, n.base+path, rdr)
+	require.NoError(n.t, err)
+	req.Header.Set("Authorization", "Bearer "+n.key)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(n.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(n.t, err)
+	return &apiResponse{status: resp.StatusCode, body: b}
+}
+
+func (n *node) mustCreate(path string, body any, status int) map[string]any {
+	n.t.Helper()
+	r := n.do("POST", path, body)
+	require.Equal(n.t, status, r.status, "POST %s: %s", path, r.body)
+	return r.obj(n.t)
+}
+
+// streamEvent is one decoded SSE frame.
+type streamEvent struct {
+	idLine string
+	data   map[string]any
+	raw    string
+}
+
+func (e streamEvent) typ() string { return e.data["type"].(string) }
+
+// stream reads the session's SSE stream until it closes (terminal event)
+// or ctx ends.
+func (n *node) stream(ctx context.Context, sessionID string, lastEventID string) []streamEvent {
+	n.t.Helper()
+	req, err := http.NewRequestWithContext(ctx, "GET", n.base+"/sessions/"+sessionID+"/stream", nil)
+	require.NoError(n.t, err)
+	req.Header.Set("Authorization", "Bearer "+n.key)
+	if lastEventID != "" {
+		req.Header.Set("Last-Event-ID", lastEventID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(n.t, err)
+	defer resp.Body.Close()
+	require.Equal(n.t, 200, resp.StatusCode)
+	r := bufio.NewReader(resp.Body)
+	var out []streamEvent
+	for {
+		f, err := sse.ReadEvent(r)
+		if err != nil {
+			return out
+		}
+		if f.Comment != "" {
+			continue
+		}
+		d, err := sse.DecodeData(f)
+		require.NoError(n.t, err)
+		out = append(out, streamEvent{idLine: f.ID, data: d, raw: f.Data})
+	}
+}
+
+// waitDone streams until the session's work ends and returns the events.
+func (n *node) waitDone(sessionID string, timeout time.Duration) []streamEvent {
+	n.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	evs := n.stream(ctx, sessionID, "")
+	require.NoError(n.t, ctx.Err(), "the stream did not reach a terminal event in time")
+	require.NotEmpty(n.t, evs)
+	return evs
+}
+
+// sandboxRead returns a file's bytes and octal mode from inside a sandbox.
+func (n *node) sandboxRead(handle, path string) (string, string) {
+	n.t.Helper()
+	out, code := n.sandboxExec(handle, "cat "+path)
+	require.Equal(n.t, 0, code, out)
+	mode, code := n.sandboxExec(handle, "stat -c %a "+path)
+	require.Equal(n.t, 0, code, mode)
+	return out, strings.TrimSpace(mode)
+}
+
+func (n *node) sandboxExec(handle, script string) (string, int) {
+	n.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ex, err := n.backend.Exec(ctx, handle, sprites.ExecRequest{Argv: []string{"bash", "-c", script}})
+	require.NoError(n.t, err)
+	defer ex.Close()
+	var out []byte
+	for {
+		ev, err := ex.Next(ctx)
+		require.NoError(n.t, err)
+		if ev.Exited {
+			return string(out), ev.ExitCode
+		}
+		out = append(out, ev.Data...)
+	}
+}
+
+func (n *node) handle(sessionID string) string {
+	n.t.Helper()
+	s, err := n.app.DB().SessionGet(context.Background(), 0, sessionID)
+	require.NoError(n.t, err)
+	return s.BackendHandle
+}
+
+// outputText concatenates the output events of one stream.
+func outputText(evs []streamEvent, stream string) string {
+	var b strings.Builder
+	for _, e := range evs {
+		if e.typ() == "output" && e.data["stream"] == stream {
+			b.WriteString(e.data["data"].(string))
+		}
+	}
+	return b.String()
+}
+
+// stages lists "stage:state" in order.
+func stages(evs []streamEvent) []string {
+	var out []string
+	for _, e := range evs {
+		if e.typ() == "stage" {
+			out = append(out, e.data["stage"].(string)+":"+e.data["state"].(string))
+		}
+	}
+	return out
+}
+
+// deleteSandboxes removes every sandbox under dir (unmounting overlays) so
+// the temp dir can be removed.
+func deleteSandboxes(b sprites.Backend, dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			_ = b.Delete(ctx, e.Name())
+			cancel()
+		}
+	}
+}
