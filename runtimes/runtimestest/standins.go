@@ -36,7 +36,7 @@ while IFS= read -r line; do
   case "$line" in
     exit:*) code=${line#exit:} ;;
     sleep:*) s=${line#sleep:}; for ((i=0; i<s; i++)); do echo "tick $i"; sleep 1; done ;;
-    flood:*) seq -f '%08g' 1 "${line#flood:}" ;;
+    flood:*) seq -f '%08.0f' 1 "${line#flood:}" ;;
     stderr:*) echo "${line#stderr:}" >&2 ;;
   esac
 done <<< "$prompt"

@@ -149,6 +149,7 @@ type nodeOpts struct {
 	dialect migrations.Dialect
 	backend backendKind
 	env     map[string]string
+	wrap    func(sprites.Backend) sprites.Backend
 }
 
 func startNode(t *testing.T, o nodeOpts) *node {
@@ -168,6 +169,9 @@ func startNode(t *testing.T, o nodeOpts) *node {
 	cfg, err := LoadConfig(func(k string) string { return env[k] })
 	require.NoError(t, err)
 	backend, fake := newBackend(t, o.backend)
+	if o.wrap != nil {
+		backend = o.wrap(backend)
+	}
 	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx := context.Background()
 	a, err := New(ctx, cfg, logger, Options{Backend: backend, NodeName: "test"})

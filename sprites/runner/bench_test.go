@@ -1,0 +1,45 @@
+package runner
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/aodhq/aod/sprites"
+)
+
+// BenchmarkWatchLatency measures the delay between a command writing a
+// line (stamped with its clock) and Watch delivering it, and reports the
+// p50 and p99 in milliseconds.
+func BenchmarkWatchLatency(b *testing.B) {
+	r, err := New(Config{Dir: b.TempDir(), Network: NetworkHost})
+	require.NoError(b, err)
+	ctx := context.Background()
+	require.NoError(b, r.Create(ctx, "bench"))
+	b.Cleanup(func() { require.NoError(b, r.Delete(context.Background(), "bench")) })
+	var lat []time.Duration
+	for b.Loop() {
+		p, err := r.Start(ctx, "bench", Spec{Argv: []string{"bash", "-c", `for i in $(seq 1 100); do echo $EPOCHREALTIME; sleep 0.002; done`}})
+		require.NoError(b, err)
+		var partial string
+		require.NoError(b, p.Watch(ctx, sprites.Offsets{}, func(ev sprites.Event) error {
+			now := time.Now()
+			lines := strings.Split(partial+string(ev.Data), "\n")
+			partial = lines[len(lines)-1]
+			for _, l := range lines[:len(lines)-1] {
+				sec, err := strconv.ParseFloat(l, 64)
+				require.NoError(b, err)
+				lat = append(lat, now.Sub(time.Unix(0, int64(sec*1e9))))
+			}
+			return nil
+		}))
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2])/1e6, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100])/1e6, "p99-ms")
+}

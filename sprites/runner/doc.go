@@ -1,0 +1,70 @@
+// Package runner runs sandboxes on this machine: the process runner shared
+// by the local backend (package local) and the fake Sprites server (package
+// spritestest).
+//
+// # Layout
+//
+// Each sandbox is a directory Dir/<name>:
+//
+//	home/           → /home/sprite
+//	tmp/            → /tmp
+//	workspace/      → /workspace
+//	overlay/<d>/    upper and work dirs of the overlay over the host's /<d>
+//	root/<d>/       the merged overlay mounted for /usr, /etc, /opt
+//	policy.json     the network policy
+//	execs/<id>/     one spool directory per exec
+//
+// The host's /usr, /etc and /opt appear inside through a per-sandbox kernel
+// overlayfs (mounted by the runner, which must be root), so writes land in the
+// sandbox's upper dir only. /bin, /sbin, /lib and /lib64 are symlinks on
+// merged-usr systems and are recreated as symlinks. Nothing else of the host
+// is visible: not /root, not other homes, not /srv, /work, the data
+// directory or the host's /tmp.
+//
+// Commands run under bubblewrap as uid 1000 ("sprite") in a user namespace,
+// with HOME=/home/sprite, a fixed PATH, and private pid, ipc and uts
+// namespaces. Inside, uid 1000 is the runner's own uid outside (root), so
+// the host's system files, and the files the runner writes for the sandbox,
+// appear as owned by sprite and writable through the overlay. Because of
+// that, files under the host's /etc that are not world-readable (shadow,
+// private keys) are hidden in each sandbox's /etc overlay, and the sandbox
+// gets its own passwd, group, shadow, hosts and resolv.conf.
+//
+// # Network
+//
+//   - NetworkPrivate (the default): each exec gets a new network namespace
+//     with lo and tap0, connected to the outside by slirp4netns
+//     --disable-host-loopback, so services on the host's loopback are not
+//     reachable. The shim configures the namespace before the command
+//     starts.
+//   - NetworkHost: the host's network is shared (development and tests).
+//   - A deny-all policy (see [sprites.NetworkPolicy.DenyAll]) gives an empty
+//     network namespace (only lo), whatever the mode. Other policies are
+//     recorded (Policy returns them) but not enforced.
+//
+// # Execs outlive their owner
+//
+// Start launches a shim (Config.ShimArgv, by default this executable with
+// AOD_EXEC_SHIM=1 in its environment) in its own session. The shim starts
+// bubblewrap with the spool files as the command's stdout and stderr, so the
+// command writes straight into them, and writes the exit code to
+// execs/<id>/exit when the command ends (128+N for death by signal N).
+// bubblewrap dies with the shim, never with the owner. The shim holds a lock
+// on execs/<id>/lock while it runs, records the command's process group in
+// execs/<id>/pid for Kill, and Delete kills every exec of the sandbox and
+// waits for their shims before unmounting.
+//
+// Watch follows the spool files with inotify, so a chunk reaches fn within
+// a fraction of a millisecond of being written. Killing the owner (even with SIGKILL) does not stop
+// the command; a new Runner on the same Dir re-opens it with Open and reads
+// its output from any offset with Watch.
+//
+// Every program that starts execs must call [MaybeRunShim] first thing in
+// main, and every test package that starts execs must call it first in
+// TestMain:
+//
+//	func TestMain(m *testing.M) {
+//		runner.MaybeRunShim()
+//		os.Exit(m.Run())
+//	}
+package runner

@@ -1,0 +1,517 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+
+	"github.com/aodhq/aod/sprites"
+)
+
+// Network modes for Config.Network.
+const (
+	// NetworkPrivate gives each exec its own network namespace with outbound
+	// access through slirp4netns; the host's loopback is not reachable.
+	NetworkPrivate = "private"
+	// NetworkHost shares the host's network (development and tests only).
+	NetworkHost = "host"
+)
+
+// Errors returned by the runner. Match them with [errors.Is].
+var (
+	// ErrNotFound means the sandbox or exec does not exist.
+	ErrNotFound = errors.New("runner: not found")
+	// ErrExists means the sandbox already exists.
+	ErrExists = errors.New("runner: sandbox already exists")
+)
+
+// Config configures a Runner.
+type Config struct {
+	// Dir holds the sandboxes, one directory each: Dir/<name>.
+	Dir string
+	// Network is NetworkPrivate (the default when empty) or NetworkHost.
+	Network string
+	// ShimArgv is the argv that starts the exec shim. The default is this
+	// executable; AOD_EXEC_SHIM=1 is always added to its environment, and the
+	// program must call MaybeRunShim first.
+	ShimArgv []string
+	// ExtraBinds are bound into every sandbox (for tests).
+	ExtraBinds []Bind
+	// Logger receives diagnostics; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Bind is an extra bind mount from the host into every sandbox.
+type Bind struct {
+	Src, Dst string
+	ReadOnly bool
+}
+
+// Spec is a command to start in a sandbox.
+type Spec struct {
+	// Argv is the command; there is no shell.
+	Argv []string
+	// Dir is the working directory inside; empty means /home/sprite.
+	Dir string
+	// Stdin is written to the command's stdin, followed by EOF. nil means EOF
+	// at once.
+	Stdin []byte
+}
+
+// Runner creates sandboxes under one directory and runs commands in them.
+// It is safe for concurrent use. Several Runners (also in other processes)
+// may share a Dir, as long as they do not operate on the same sandbox at the
+// same time.
+type Runner struct {
+	cfg      Config
+	dir      string // absolute
+	logger   *slog.Logger
+	shimArgv []string
+
+	// lookPathFunc finds host programs (exec.LookPath; replaced in tests).
+	lookPathFunc func(string) (string, error)
+
+	mu sync.Mutex // serialises mounting and unmounting
+}
+
+// New returns a Runner for cfg. It creates cfg.Dir if needed; it does not
+// check the host (see Check).
+func New(cfg Config) (*Runner, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("runner: Config.Dir is required")
+	}
+	switch cfg.Network {
+	case "":
+		cfg.Network = NetworkPrivate
+	case NetworkPrivate, NetworkHost:
+	default:
+		return nil, fmt.Errorf("runner: unknown network mode %q (want %q or %q)", cfg.Network, NetworkPrivate, NetworkHost)
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("runner: data dir: %w", err)
+	}
+	if strings.ContainsAny(dir, ",:") {
+		return nil, fmt.Errorf("runner: data dir %q must not contain ',' or ':' (overlayfs mount options)", dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("runner: create data dir: %w", err)
+	}
+	shimArgv := cfg.ShimArgv
+	if len(shimArgv) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("runner: find shim executable: %w", err)
+		}
+		shimArgv = []string{exe}
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Runner{cfg: cfg, dir: dir, logger: logger, shimArgv: shimArgv, lookPathFunc: exec.LookPath}, nil
+}
+
+// Check reports whether this host can run sandboxes. The error names
+// everything that is missing and how to install it.
+func (r *Runner) Check() error {
+	var problems []string
+	if _, err := r.lookPathFunc("bwrap"); err != nil {
+		problems = append(problems, "bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
+	}
+	if r.cfg.Network == NetworkPrivate {
+		if _, err := r.lookPathFunc("slirp4netns"); err != nil {
+			problems = append(problems, "slirp4netns is not installed (needed for the private sandbox network): apt-get install slirp4netns, or set AOD_LOCAL_NETWORK=host")
+		}
+	}
+	if os.Geteuid() != 0 {
+		problems = append(problems, "the local sandbox backend must run as root to mount its overlay filesystems")
+	}
+	if fss, err := os.ReadFile("/proc/filesystems"); err == nil && !bytes.Contains(fss, []byte("\toverlay\n")) {
+		problems = append(problems, "the kernel has no overlay filesystem: modprobe overlay")
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// sandboxDir returns the sandbox's directory after validating the name.
+func (r *Runner) sandboxDir(name string) (string, error) {
+	if !nameRE.MatchString(name) {
+		return "", fmt.Errorf("invalid sandbox name %q: %w", name, ErrNotFound)
+	}
+	return filepath.Join(r.dir, name), nil
+}
+
+// existing returns the directory of an existing sandbox.
+func (r *Runner) existing(name string) (string, error) {
+	d, err := r.sandboxDir(name)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(filepath.Join(d, readyFile)); err != nil {
+		return "", fmt.Errorf("sandbox %q: %w", name, ErrNotFound)
+	}
+	return d, nil
+}
+
+const (
+	readyFile  = "ready"
+	policyFile = "policy.json"
+)
+
+// Create creates the sandbox: its directories, its overlays (mounted), and
+// its /etc/passwd, /etc/group and /etc/resolv.conf.
+func (r *Runner) Create(ctx context.Context, name string) error {
+	d, err := r.sandboxDir(name)
+	if err != nil {
+		return err
+	}
+	if err := os.Mkdir(d, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("sandbox %q: %w", name, ErrExists)
+		}
+		return fmt.Errorf("create sandbox %q: %w", name, err)
+	}
+	if err := r.create(ctx, name, d); err != nil {
+		if derr := r.destroy(context.WithoutCancel(ctx), name, d); derr != nil {
+			r.logger.Warn("runner: clean up failed sandbox", "sandbox", name, "err", derr)
+		}
+		return fmt.Errorf("create sandbox %q: %w", name, err)
+	}
+	r.logger.Debug("runner: sandbox created", "sandbox", name)
+	return nil
+}
+
+func (r *Runner) create(_ context.Context, name, d string) error {
+	for _, sub := range []string{"home", "tmp", "workspace", "execs"} {
+		if err := os.Mkdir(filepath.Join(d, sub), 0o755); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(filepath.Join(d, "tmp"), 0o1777); err != nil {
+		return err
+	}
+	if err := r.mountOverlays(d); err != nil {
+		return err
+	}
+	if err := r.writeEtc(name, d); err != nil {
+		return fmt.Errorf("write /etc files: %w", err)
+	}
+	return os.WriteFile(filepath.Join(d, readyFile), nil, 0o600)
+}
+
+// writeEtc writes the sandbox's passwd, group, hosts and resolv.conf into
+// its /etc overlay.
+func (r *Runner) writeEtc(name, d string) error {
+	if !hostDirIsDir("etc") {
+		return nil
+	}
+	root, err := os.OpenRoot(filepath.Join(d, "root", "etc"))
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	passwd, _ := root.ReadFile("passwd")
+	passwd = replaceEntry(passwd, "sprite:x:1000:1000:sprite:/home/sprite:/bin/bash", 2)
+	group, _ := root.ReadFile("group")
+	group = replaceEntry(group, "sprite:x:1000:", 2)
+	resolv := []byte("nameserver 10.0.2.3\n")
+	if r.cfg.Network == NetworkHost {
+		if b, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+			resolv = b
+		}
+	}
+	hosts := fmt.Appendf(nil, "127.0.0.1\tlocalhost %[1]s\n::1\tlocalhost ip6-localhost ip6-loopback %[1]s\n", name)
+	// The sandbox user is the runner's uid outside (root), so it could read
+	// the host's private files under /etc (shadow, TLS and SSH keys): hide
+	// everything that is not world-readable.
+	if err := hidePrivate(root, "/etc"); err != nil {
+		return fmt.Errorf("hide private files: %w", err)
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{
+		{"passwd", passwd}, {"group", group}, {"resolv.conf", resolv}, {"hosts", hosts},
+		{"shadow", []byte("root:*:20000:0:99999:7:::\nsprite:*:20000:0:99999:7:::\n")},
+		{"gshadow", []byte("root:*::\nsprite:!::\n")},
+	} {
+		// Remove first: resolv.conf is often a symlink into /run.
+		if err := root.Remove(f.name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err := root.WriteFile(f.name, f.data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// hidePrivate removes, through the overlay root over the host directory
+// hostDir, every file and directory of hostDir that is not world-readable
+// (the removal only whites them out in the sandbox's upper dir).
+func hidePrivate(root *os.Root, hostDir string) error {
+	return filepath.WalkDir(hostDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == hostDir {
+				return err
+			}
+			return nil // unreadable entries are hidden by the check below or skipped
+		}
+		if d.Type()&fs.ModeSymlink != 0 || p == hostDir {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil || fi.Mode().Perm()&0o004 != 0 {
+			return nil
+		}
+		rel, err := filepath.Rel(hostDir, p)
+		if err != nil {
+			return err
+		}
+		if err := root.RemoveAll(rel); err != nil {
+			return fmt.Errorf("hide %s: %w", p, err)
+		}
+		if d.IsDir() {
+			return filepath.SkipDir
+		}
+		return nil
+	})
+}
+
+// replaceEntry drops the lines of a passwd/group file whose name is
+// "sprite" or whose id (field idField) is 1000, then appends entry.
+func replaceEntry(file []byte, entry string, idField int) []byte {
+	var out []byte
+	for line := range strings.SplitSeq(string(file), "\n") {
+		if line == "" {
+			continue
+		}
+		fields := strings.Split(line, ":")
+		if fields[0] == "sprite" || (len(fields) > idField && fields[idField] == "1000") {
+			continue
+		}
+		out = append(out, line...)
+		out = append(out, '\n')
+	}
+	out = append(out, entry...)
+	return append(out, '\n')
+}
+
+// Exists reports whether the sandbox exists.
+func (r *Runner) Exists(name string) bool {
+	_, err := r.existing(name)
+	return err == nil
+}
+
+// Delete kills the sandbox's execs, unmounts its overlays and removes it.
+func (r *Runner) Delete(ctx context.Context, name string) error {
+	d, err := r.sandboxDir(name)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(d); err != nil {
+		return fmt.Errorf("sandbox %q: %w", name, ErrNotFound)
+	}
+	if err := r.destroy(ctx, name, d); err != nil {
+		return fmt.Errorf("delete sandbox %q: %w", name, err)
+	}
+	r.logger.Debug("runner: sandbox deleted", "sandbox", name)
+	return nil
+}
+
+func (r *Runner) destroy(ctx context.Context, name, d string) error {
+	// Mark it gone first so no new execs start.
+	if err := os.Remove(filepath.Join(d, readyFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	entries, _ := os.ReadDir(filepath.Join(d, "execs"))
+	var errs []error
+	for _, e := range entries {
+		p := &Proc{r: r, name: name, id: e.Name(), dir: filepath.Join(d, "execs", e.Name())}
+		if err := p.stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := r.unmountOverlays(d); err != nil {
+		return err
+	}
+	return os.RemoveAll(d)
+}
+
+// WriteFile writes data to the absolute path inside the sandbox, creating
+// parent directories, and sets its mode.
+func (r *Runner) WriteFile(name, p string, data []byte, mode fs.FileMode) error {
+	root, rel, err := r.openPath(name, p)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if dir := path.Dir(rel); dir != "." {
+		if err := root.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("write %s: %w", p, err)
+		}
+	}
+	if err := root.WriteFile(rel, data, mode.Perm()); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	if err := root.Chmod(rel, mode); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	return nil
+}
+
+// ReadFile reads the file at the absolute path inside the sandbox.
+func (r *Runner) ReadFile(name, p string) ([]byte, error) {
+	root, rel, err := r.openPath(name, p)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	b, err := root.ReadFile(rel)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	return b, nil
+}
+
+// Stat describes the file at the absolute path inside the sandbox.
+func (r *Runner) Stat(name, p string) (fs.FileInfo, error) {
+	root, rel, err := r.openPath(name, p)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	fi, err := root.Stat(rel)
+	if err != nil {
+		return nil, fmt.Errorf("stat %s: %w", p, err)
+	}
+	return fi, nil
+}
+
+// Chmod changes the mode of the file at the absolute path inside the
+// sandbox.
+func (r *Runner) Chmod(name, p string, mode fs.FileMode) error {
+	root, rel, err := r.openPath(name, p)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if err := root.Chmod(rel, mode); err != nil {
+		return fmt.Errorf("chmod %s: %w", p, err)
+	}
+	return nil
+}
+
+// openPath maps an absolute path inside the sandbox to an os.Root over the
+// host directory that backs it and the path relative to that root.
+// Symlinks are resolved inside that root and cannot escape it.
+func (r *Runner) openPath(name, p string) (*os.Root, string, error) {
+	d, err := r.existing(name)
+	if err != nil {
+		return nil, "", err
+	}
+	if !path.IsAbs(p) {
+		return nil, "", fmt.Errorf("path %q is not absolute", p)
+	}
+	p = path.Clean(p)
+	// /bin/x → /usr/bin/x when /bin is a symlink on the host.
+	if first, rest, _ := strings.Cut(p[1:], "/"); first != "" {
+		if target, ok := hostSymlinks()[first]; ok {
+			p = path.Join("/", target, rest)
+		}
+	}
+	mounts := []struct{ inside, host string }{
+		{"/home/sprite", "home"},
+		{"/workspace", "workspace"},
+		{"/tmp", "tmp"},
+	}
+	for _, sd := range overlayDirs() {
+		mounts = append(mounts, struct{ inside, host string }{"/" + sd, filepath.Join("root", sd)})
+	}
+	for _, m := range mounts {
+		rel, ok := strings.CutPrefix(p, m.inside)
+		if !ok || (rel != "" && rel[0] != '/') {
+			continue
+		}
+		rel = strings.TrimPrefix(rel, "/")
+		if rel == "" {
+			rel = "."
+		}
+		root, err := os.OpenRoot(filepath.Join(d, m.host))
+		if err != nil {
+			return nil, "", fmt.Errorf("open %s: %w", p, err)
+		}
+		return root, rel, nil
+	}
+	return nil, "", fmt.Errorf("path %s is not in a writable sandbox directory (/home/sprite, /workspace, /tmp, /usr, /etc, /opt): %w", p, fs.ErrPermission)
+}
+
+// SetPolicy records the sandbox's network policy. It applies to execs
+// started afterwards: a deny-all policy removes the network; any other
+// policy is recorded but not enforced.
+func (r *Runner) SetPolicy(name string, p sprites.NetworkPolicy) error {
+	d, err := r.existing(name)
+	if err != nil {
+		return err
+	}
+	if p.Rules == nil {
+		p.Rules = []sprites.Rule{}
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("encode policy: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(d, policyFile), b); err != nil {
+		return fmt.Errorf("set policy of %q: %w", name, err)
+	}
+	return nil
+}
+
+// Policy returns the sandbox's network policy (empty: unrestricted).
+func (r *Runner) Policy(name string) (sprites.NetworkPolicy, error) {
+	d, err := r.existing(name)
+	if err != nil {
+		return sprites.NetworkPolicy{}, err
+	}
+	p := sprites.NetworkPolicy{Rules: []sprites.Rule{}}
+	b, err := os.ReadFile(filepath.Join(d, policyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return p, nil
+	}
+	if err != nil {
+		return p, fmt.Errorf("read policy of %q: %w", name, err)
+	}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return p, fmt.Errorf("decode policy of %q: %w", name, err)
+	}
+	return p, nil
+}
+
+// writeFileAtomic writes data to a temporary file and renames it over
+// name.
+func writeFileAtomic(name string, data []byte) error {
+	tmp := name + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, name)
+}
