@@ -309,4 +309,3 @@ func (p *provisionRun) fail(err error) {
 		note: &workFinished{},
 	})
 }
-

@@ -90,7 +90,9 @@ func (a *sessionActor) started(c *actor.Context) {
 	engine, pid := c.Engine(), c.PID()
 	a.writer = newLogWriter(a.m.deps.DB, a.m.log.With(slog.String("session", a.id)),
 		a.m.deps.Config.WriterQueue, a.m.deps.Config.BatchMax,
-		func(events []*persistence.Event, notes []any) { engine.Send(pid, &durable{events: events, notes: notes}) })
+		func(events []*persistence.Event, notes []any) {
+			engine.Send(pid, &durable{events: events, notes: notes})
+		})
 	go a.writer.run(a.ctx)
 	// Load outside Started: Started runs inside Spawn on the caller's
 	// goroutine (go-deps §1).

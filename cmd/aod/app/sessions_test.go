@@ -50,7 +50,7 @@ func TestSessionEndToEnd(t *testing.T) {
 		ack := n.mustCreate("/sessions", map[string]any{
 			"agent_id": agent["id"], "prompt": "hello", "timeout": 120,
 			"secret_env_vars": map[string]any{"API_TOKEN": "s3cret"},
-			"resources": []any{map[string]any{"type": "github_repository", "url": "https://github.com/acme/widgets.git", "authorization_token": "ghp_abc"}},
+			"resources":       []any{map[string]any{"type": "github_repository", "url": "https://github.com/acme/widgets.git", "authorization_token": "ghp_abc"}},
 		}, 202)
 		id := ack["id"].(string)
 		require.Equal(t, "pending", ack["status"])
