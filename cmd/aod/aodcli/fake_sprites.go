@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"github.com/aodhq/aod/cmd/aod/app"
 	"github.com/aodhq/aod/sprites/runner"
 	"github.com/aodhq/aod/sprites/spritestest"
 )
@@ -37,9 +38,14 @@ func fakeSpritesCmd(ctx context.Context, args []string, env Env) error {
 		d = filepath.Join(env.Getenv("AOD_DATA_DIR"), "fake-sprites")
 	}
 	logger := slog.New(slog.NewTextHandler(env.Stderr, nil))
+	cfg, err := app.LoadConfig(env.Getenv)
+	if err != nil {
+		return err
+	}
+	binds := cfg.RunnerBinds()
 	return spritestest.ListenAndServe(ctx, *listen, tok, spritestest.Options{
 		Dir:          d,
 		Logger:       logger,
-		RunnerConfig: runner.Config{Network: env.Getenv("AOD_LOCAL_NETWORK"), Logger: logger},
+		RunnerConfig: runner.Config{Network: env.Getenv("AOD_LOCAL_NETWORK"), ExtraBinds: binds, Logger: logger},
 	})
 }

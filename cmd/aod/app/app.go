@@ -19,6 +19,7 @@ import (
 	"github.com/aodhq/aod/persistence/seal"
 	"github.com/aodhq/aod/sprites"
 	"github.com/aodhq/aod/sprites/local"
+	"github.com/aodhq/aod/sprites/runner"
 )
 
 // App is one aod node.
@@ -168,7 +169,7 @@ func NewBackend(cfg *Config, log *slog.Logger) (sprites.Backend, error) {
 	if cfg.Sandbox == "sprites" {
 		return sprites.NewClient(cfg.SpritesBaseURL, cfg.SpritesAPIKey, sprites.WithLogger(log)), nil
 	}
-	return local.New(local.Config{Dir: cfg.SandboxDir(), Network: cfg.LocalNetwork, Logger: log})
+	return local.New(local.Config{Dir: cfg.SandboxDir(), Network: cfg.LocalNetwork, ExtraBinds: cfg.RunnerBinds(), Logger: log})
 }
 
 // bootstrap creates user "admin" and prints its first API key when the
@@ -263,4 +264,13 @@ func (a *App) Stop(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("close database: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// RunnerBinds converts AOD_LOCAL_BINDS for the sandbox runner.
+func (c *Config) RunnerBinds() []runner.Bind {
+	var out []runner.Bind
+	for _, b := range c.LocalBinds {
+		out = append(out, runner.Bind{Src: b.Src, Dst: b.Dst, ReadOnly: true})
+	}
+	return out
 }

@@ -28,6 +28,7 @@ type Config struct {
 
 	Sandbox          string // AOD_SANDBOX: local or sprites
 	LocalNetwork     string // AOD_LOCAL_NETWORK: private or host
+	LocalBinds       []Bind // AOD_LOCAL_BINDS: extra read-only binds
 	SpritesAPIKey    string // SPRITES_API_KEY
 	SpritesBaseURL   string // SPRITES_BASE_URL
 	SpriteNamePrefix string // SPRITE_NAME_PREFIX
@@ -80,6 +81,7 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		defaultSandbox = "sprites"
 	}
 	c.Sandbox = p.oneOf("AOD_SANDBOX", defaultSandbox, "local", "sprites")
+	c.LocalBinds = p.binds("AOD_LOCAL_BINDS")
 	if old := p.str("FIELD_ENCRYPTION_KEYS_OLD", ""); old != "" {
 		for _, k := range strings.Split(old, ",") {
 			if k = strings.TrimSpace(k); k != "" {
@@ -100,6 +102,13 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 	}
 	if p.err == nil && !validPrefix(c.SpriteNamePrefix) {
 		p.fail("SPRITE_NAME_PREFIX", "must be lowercase letters, digits and dashes, at most 40 characters")
+	}
+	if p.err == nil {
+		abs, err := filepath.Abs(c.DataDir)
+		if err != nil {
+			p.fail("AOD_DATA_DIR", err.Error())
+		}
+		c.DataDir = abs
 	}
 	if p.err != nil {
 		return nil, p.err
@@ -208,6 +217,27 @@ func (p *parser) url(name, def string) string {
 		return def
 	}
 	return strings.TrimRight(v, "/")
+}
+
+// Bind is a host path bound read-only into every local sandbox.
+type Bind struct{ Src, Dst string }
+
+// binds parses "SRC:DST,SRC:DST" with absolute paths.
+func (p *parser) binds(name string) []Bind {
+	v := p.str(name, "")
+	if v == "" {
+		return nil
+	}
+	var out []Bind
+	for _, item := range strings.Split(v, ",") {
+		src, dst, ok := strings.Cut(strings.TrimSpace(item), ":")
+		if !ok || !filepath.IsAbs(src) || !filepath.IsAbs(dst) {
+			p.fail(name, fmt.Sprintf("%q is not SRC:DST with absolute paths", item))
+			return nil
+		}
+		out = append(out, Bind{Src: src, Dst: dst})
+	}
+	return out
 }
 
 // ErrNoSandbox is wrapped by errors describing an unusable sandbox backend.

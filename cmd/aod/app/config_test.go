@@ -1,6 +1,7 @@
 package app
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,7 +15,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 	c, err := LoadConfig(env(nil))
 	require.NoError(t, err)
 	require.Equal(t, ":8777", c.Listen)
-	require.Equal(t, "./data", c.DataDir)
+	require.True(t, filepath.IsAbs(c.DataDir))
+	require.Equal(t, "data", filepath.Base(c.DataDir))
 	require.Equal(t, "", c.DatabaseURL)
 	require.Equal(t, 4<<20, c.MaxBodyBytes)
 	require.Equal(t, "local", c.Sandbox)
@@ -37,8 +39,10 @@ func TestLoadConfigValues(t *testing.T) {
 		"AOD_SSE_HEARTBEAT":         "2",
 		"AOD_SSE_STALE":             "1m",
 		"DATABASE_URL":              "postgres://u@h/db",
+		"AOD_LOCAL_BINDS":           "/srv/cache:/opt/cache, /a:/b",
 	}))
 	require.NoError(t, err)
+	require.Equal(t, []Bind{{"/srv/cache", "/opt/cache"}, {"/a", "/b"}}, c.LocalBinds)
 	require.Equal(t, "sprites", c.Sandbox)
 	require.Equal(t, "dj", c.EncryptionKey)
 	require.Equal(t, []string{"a", "b"}, c.EncryptionKeysOld)
@@ -66,6 +70,8 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 		{"DATABASE_URL", "mysql://x"},
 		{"AOD_LISTEN", "8777"},
 		{"SPRITE_NAME_PREFIX", "Bad_Prefix"},
+		{"AOD_LOCAL_BINDS", "relative:/x"},
+		{"AOD_LOCAL_BINDS", "/only-src"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
