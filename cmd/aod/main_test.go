@@ -60,7 +60,7 @@ func TestFirstRunPrintsWorkingKey(t *testing.T) {
 	cmd.Env = cleanEnv("AOD_LISTEN=127.0.0.1:0")
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	var stderr strings.Builder
+	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
