@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anthdm/hollywood/actor"
@@ -54,6 +55,8 @@ type Manager struct {
 	deps   Deps
 	engine *actor.Engine
 	log    *slog.Logger
+
+	lagged atomic.Int64
 
 	mu      sync.Mutex
 	actors  map[string]*actorEntry
@@ -260,6 +263,10 @@ func (m *Manager) retire(sessionID string) {
 		close(e.stopped)
 	}()
 }
+
+// LaggedSubscriptions counts live subscribers dropped for falling behind
+// (they catch up from the log).
+func (m *Manager) LaggedSubscriptions() int64 { return m.lagged.Load() }
 
 // Live reports how many session actors run on this node.
 func (m *Manager) Live() int {

@@ -233,6 +233,7 @@ func (a *sessionActor) onDurable(msg *durable) {
 				sub.lagged.Store(true)
 				delete(a.subs, sub)
 				close(sub.C)
+				a.m.lagged.Add(1)
 			}
 		}
 	}

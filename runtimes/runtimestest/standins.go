@@ -25,6 +25,7 @@ const RecordFile = "/tmp/aod-standins.log"
 //	flood:N    print N numbered lines ("%08d\n", 9 bytes each) to stdout as fast as possible
 //	stderr:T   print T to stderr
 //	slow:N     print N lines "line %04d", one every 50 ms
+//	quiet:S    sleep S seconds without printing
 const agentScript = `#!/bin/bash
 name=$(basename "$0")
 echo "$name $*" >> ` + RecordFile + `
@@ -39,6 +40,7 @@ while IFS= read -r line; do
     sleep:*) s=${line#sleep:}; for ((i=0; i<s; i++)); do echo "tick $i"; sleep 1; done ;;
     flood:*) seq -f '%08.0f' 1 "${line#flood:}" ;;
     stderr:*) echo "${line#stderr:}" >&2 ;;
+    quiet:*) sleep "${line#quiet:}" ;;
     slow:*) for ((i=1; i<=${line#slow:}; i++)); do printf 'line %04d\n' "$i"; sleep 0.05; done ;;
   esac
 done <<< "$prompt"

@@ -46,6 +46,8 @@ type Options struct {
 	Backend sprites.Backend
 	// NodeName names this node (default: the host name).
 	NodeName string
+	// Actors tunes the session actors (zero values take defaults).
+	Actors actors.Config
 }
 
 // OpenSealer builds the field sealer per D14: FIELD_ENCRYPTION_KEY, else
@@ -130,7 +132,7 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger, opts Options) (*App
 	}
 	node := cmp.Or(opts.NodeName, hostname())
 	a.sessions, err = actors.NewManager(actors.Deps{
-		DB: db, Backend: a.backend, Owner: cluster.Single{Name: node}, Logger: log,
+		DB: db, Backend: a.backend, Owner: cluster.Single{Name: node}, Logger: log, Config: opts.Actors,
 	})
 	if err != nil {
 		a.closeEarly()
@@ -210,6 +212,9 @@ func (a *App) closeEarly() {
 	_ = a.ln.Close()
 	_ = a.db.Close()
 }
+
+// Sessions returns the node's session actor manager.
+func (a *App) Sessions() *actors.Manager { return a.sessions }
 
 // DB returns the node's database.
 func (a *App) DB() *persistence.DB { return a.db }

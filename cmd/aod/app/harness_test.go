@@ -18,6 +18,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/aodhq/aod/actors"
 	"github.com/aodhq/aod/http/sse"
 	"github.com/aodhq/aod/migrations"
 	"github.com/aodhq/aod/persistence"
@@ -150,6 +151,7 @@ type nodeOpts struct {
 	backend backendKind
 	env     map[string]string
 	wrap    func(sprites.Backend) sprites.Backend
+	actors  actors.Config
 }
 
 func startNode(t *testing.T, o nodeOpts) *node {
@@ -174,7 +176,7 @@ func startNode(t *testing.T, o nodeOpts) *node {
 	}
 	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx := context.Background()
-	a, err := New(ctx, cfg, logger, Options{Backend: backend, NodeName: "test"})
+	a, err := New(ctx, cfg, logger, Options{Backend: backend, NodeName: "test", Actors: o.actors})
 	require.NoError(t, err)
 	require.NoError(t, a.Start(ctx))
 	t.Cleanup(func() {
