@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/anthdm/hollywood/actor"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/aodhq/aod/cluster"
 	"github.com/aodhq/aod/persistence"
@@ -47,6 +48,9 @@ type Deps struct {
 	Config  Config
 	// StaticEnv is written first into /tmp/aod-env (e.g. OTel headers).
 	StaticEnv [][2]string
+	// Registerer receives the actors' metrics; nil means a private
+	// registry.
+	Registerer prometheus.Registerer
 }
 
 // Manager runs one actor per live session on this node. HTTP handlers talk
@@ -56,7 +60,8 @@ type Manager struct {
 	engine *actor.Engine
 	log    *slog.Logger
 
-	lagged atomic.Int64
+	lagged  atomic.Int64
+	metrics *metrics
 
 	mu      sync.Mutex
 	actors  map[string]*actorEntry
@@ -101,7 +106,13 @@ func NewManager(deps Deps) (*Manager, error) {
 		return nil, fmt.Errorf("actors: engine: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{deps: deps, engine: e, log: deps.Logger, actors: map[string]*actorEntry{}, bgCtx: ctx, bgStop: cancel}, nil
+	m := &Manager{deps: deps, engine: e, log: deps.Logger, actors: map[string]*actorEntry{}, bgCtx: ctx, bgStop: cancel}
+	reg := deps.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m.metrics = newMetrics(reg, m)
+	return m, nil
 }
 
 // Recover picks up every session left pending or running (D20): each gets
@@ -316,6 +327,7 @@ func (m *Manager) recoverMiddleware(sessionID string) actor.MiddlewareFunc {
 			defer func() {
 				if r := recover(); r != nil {
 					m.log.Error("session actor panicked", slog.String("session", sessionID), slog.Any("panic", r))
+					m.metrics.panics.Inc()
 					m.failSession(sessionID, fmt.Sprint(r))
 					m.retire(sessionID)
 				}

@@ -79,6 +79,7 @@ func (a *sessionActor) Receive(c *actor.Context) {
 		a.publish(msg)
 	case *workPanicked:
 		a.m.log.Error("session work panicked", slog.String("session", a.id), slog.String("panic", msg.reason))
+		a.m.metrics.panics.Inc()
 		a.m.failSession(a.id, msg.reason)
 		a.finishWork()
 	}
@@ -93,6 +94,7 @@ func (a *sessionActor) started(c *actor.Context) {
 		func(events []*persistence.Event, notes []any) {
 			engine.Send(pid, &durable{events: events, notes: notes})
 		})
+	a.writer.metrics = a.m.metrics
 	go a.writer.run(a.ctx)
 	// Load outside Started: Started runs inside Spawn on the caller's
 	// goroutine (go-deps §1).
@@ -234,6 +236,7 @@ func (a *sessionActor) onDurable(msg *durable) {
 				delete(a.subs, sub)
 				close(sub.C)
 				a.m.lagged.Add(1)
+				a.m.metrics.lagged.Inc()
 			}
 		}
 	}

@@ -32,6 +32,7 @@ func (a *sessionActor) runTurn(ctx context.Context, s *persistence.Session, t *p
 
 func (r *turnRun) run(ctx context.Context, reattach bool) {
 	a, b := r.a, r.a.m.deps.Backend
+	r.a.m.metrics.started.WithLabelValues(r.s.Runtime).Inc()
 	if b == nil {
 		r.finish(persistence.StatusFailed, nil, "turn failed: no sandbox backend is configured\n")
 		return
@@ -268,6 +269,11 @@ func (r *turnRun) finish(status string, code *int, stderr string) {
 			persistence.SetSession(r.s.ID, map[string]any{"status": status, "exit_code": exit}, true),
 		},
 		note: &workFinished{},
+	}
+	m := r.a.m.metrics
+	m.finished.WithLabelValues(r.s.Runtime, status).Inc()
+	if r.t.StartedAt != nil {
+		m.turnDuration.WithLabelValues(r.s.Runtime).Observe(time.Since(*r.t.StartedAt).Seconds())
 	}
 	// The work context may be cancelled (terminate); the record is still
 	// written while the actor lives.

@@ -39,6 +39,7 @@ type logWriter struct {
 	batchMax  int
 	onDurable func(events []*persistence.Event, notes []any)
 	stopped   chan struct{}
+	metrics   *metrics
 }
 
 func newLogWriter(db *persistence.DB, log *slog.Logger, queue, batchMax int, onDurable func([]*persistence.Event, []any)) *logWriter {
@@ -166,6 +167,10 @@ func (w *logWriter) commit(ctx context.Context, batch []*logOp) {
 	if err != nil {
 		w.log.Error("session log append abandoned", slog.String("error", err.Error()), slog.Int("events", len(events)))
 		return
+	}
+	if w.metrics != nil && len(events) > 0 {
+		w.metrics.eventsLogged.Add(float64(len(events)))
+		w.metrics.logBatches.Observe(float64(len(events)))
 	}
 	w.onDurable(events, notes)
 }

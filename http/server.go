@@ -14,6 +14,7 @@ import (
 	"github.com/gofiber/fiber/v2/middleware/cors"
 	"github.com/gofiber/fiber/v2/middleware/requestid"
 	"github.com/gofiber/fiber/v2/utils"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/aodhq/aod/actors"
 	"github.com/aodhq/aod/persistence"
@@ -60,16 +61,20 @@ type Deps struct {
 	// may be nil: session creation then answers 503.
 	Sessions *actors.Manager
 	Backend  sprites.Backend
+	// Registry receives the HTTP metrics and is served at GET /metrics;
+	// nil means a private registry.
+	Registry *prometheus.Registry
 }
 
 // Server is the API server.
 type Server struct {
-	app  *fiber.App
-	db   *persistence.DB
-	log  *slog.Logger
-	cfg  Config
-	deps Deps
-	done chan struct{}
+	app     *fiber.App
+	metrics *metrics
+	db      *persistence.DB
+	log     *slog.Logger
+	cfg     Config
+	deps    Deps
+	done    chan struct{}
 }
 
 // handlerFunc is an authenticated handler.
@@ -102,7 +107,11 @@ func New(deps Deps) *Server {
 	if c.SSEPoll <= 0 {
 		c.SSEPoll = 500 * time.Millisecond
 	}
-	s := &Server{db: deps.DB, log: deps.Logger, cfg: deps.Config, deps: deps, done: make(chan struct{})}
+	if deps.Registry == nil {
+		deps.Registry = prometheus.NewRegistry()
+	}
+	s := &Server{db: deps.DB, log: deps.Logger, cfg: deps.Config, deps: deps, done: make(chan struct{}),
+		metrics: newMetrics(deps.Registry)}
 	s.app = fiber.New(fiber.Config{
 		AppName:               "aod",
 		StrictRouting:         true,
@@ -175,6 +184,7 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 		status = c.Response().StatusCode()
 		err = nil
 	}
+	s.metrics.observe(c, start, status)
 	s.log.LogAttrs(c.UserContext(), slog.LevelInfo, "http",
 		slog.String("request_id", requestID(c)),
 		slog.String("method", c.Method()),
@@ -237,6 +247,7 @@ func body(c *fiber.Ctx) (map[string]any, error) {
 
 func (s *Server) routes() {
 	s.app.All("/health", s.health)
+	s.app.Get("/metrics", metricsHandler(s.deps.Registry))
 	s.agentRoutes()
 	s.environmentRoutes()
 	s.sessionRoutes()

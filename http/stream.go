@@ -65,7 +65,9 @@ func (s *Server) stream(c *fiber.Ctx, p *principal) error {
 	c.Set(fiber.HeaderCacheControl, "no-cache")
 	c.Set("X-Accel-Buffering", "no")
 	c.Status(fiber.StatusOK)
+	s.metrics.sseClients.Inc()
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer s.metrics.sseClients.Dec()
 		defer st.unsubscribe()
 		start := sse.Event{Type: sse.TypeStart, Provider: provider, SessionID: id}
 		st.buf = sse.AppendEvent(st.buf[:0], &start)

@@ -20,7 +20,7 @@ func serve(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	a, err := app.New(ctx, cfg, log, app.Options{Out: env.Stdout})
+	a, err := app.New(ctx, cfg, log, app.Options{Out: env.Stdout, Version: Version})
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
 	"github.com/aodhq/aod/actors"
 	"github.com/aodhq/aod/cluster"
 	aodhttp "github.com/aodhq/aod/http"
@@ -48,6 +52,8 @@ type Options struct {
 	NodeName string
 	// Actors tunes the session actors (zero values take defaults).
 	Actors actors.Config
+	// Version is reported by aod_build_info.
+	Version string
 }
 
 // OpenSealer builds the field sealer per D14: FIELD_ENCRYPTION_KEY, else
@@ -131,8 +137,13 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger, opts Options) (*App
 		log.Warn("sandbox backend unusable; sessions cannot start", slog.String("sandbox", cfg.Sandbox), slog.String("reason", err.Error()))
 	}
 	node := cmp.Or(opts.NodeName, hostname())
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "aod", Name: "build_info", Help: "Build and node information (always 1).",
+	}, []string{"version", "database", "sandbox"}).WithLabelValues(cmp.Or(opts.Version, "dev"), string(db.Dialect()), cfg.Sandbox).Set(1)
 	a.sessions, err = actors.NewManager(actors.Deps{
-		DB: db, Backend: a.backend, Owner: cluster.Single{Name: node}, Logger: log, Config: opts.Actors,
+		DB: db, Backend: a.backend, Owner: cluster.Single{Name: node}, Logger: log, Config: opts.Actors, Registerer: reg,
 	})
 	if err != nil {
 		a.closeEarly()
@@ -154,6 +165,7 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger, opts Options) (*App
 		Checks:   []aodhttp.Checker{{Name: "sandbox", Check: a.backend.Check}},
 		Sessions: a.sessions,
 		Backend:  a.backend,
+		Registry: reg,
 	})
 	return a, nil
 }
