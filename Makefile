@@ -2,7 +2,9 @@
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/aodhq/aod/cmd/aod/aodcli.Version=$(VERSION)
-FUZZTIME  ?= 10s
+# A count, not a duration: duration-based -fuzztime hits a coordinator race
+# in Go 1.26 (golang/go#75804) that fails with "context deadline exceeded".
+FUZZTIME  ?= 20000x
 # Packages tested with -race; heavy cases run at reduced scale (D22).
 TEST_FLAGS ?= -race -timeout 12m
 
