@@ -138,6 +138,7 @@ func newBackend(t *testing.T, kind backendKind) (sprites.Backend, *spritestest.S
 // node is one aod node under test with a user and its key.
 type node struct {
 	t       *testing.T
+	logs    *syncBuffer
 	app     *App
 	base    string
 	key     string
@@ -174,7 +175,8 @@ func startNode(t *testing.T, o nodeOpts) *node {
 	if o.wrap != nil {
 		backend = o.wrap(backend)
 	}
-	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx := context.Background()
 	a, err := New(ctx, cfg, logger, Options{Backend: backend, NodeName: "test", Actors: o.actors})
 	require.NoError(t, err)
@@ -188,15 +190,35 @@ func startNode(t *testing.T, o nodeOpts) *node {
 	require.NoError(t, err)
 	key, _, err := a.DB().APIKeyCreate(ctx, &persistence.APIKeyCreateParams{UserID: u.ID})
 	require.NoError(t, err)
-	return &node{t: t, app: a, base: "http://" + a.HTTPAddr(), key: key, userID: u.ID, backend: backend, fake: fake}
+	return &node{t: t, logs: logs, app: a, base: "http://" + a.HTTPAddr(), key: key, userID: u.ID, backend: backend, fake: fake}
 }
 
-// testWriter sends log lines to t.Log.
+// testWriter sends warnings and errors to t.Log.
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+	if bytes.Contains(p, []byte("level=WARN")) || bytes.Contains(p, []byte("level=ERROR")) {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
+}
+
+// syncBuffer collects everything the node logs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 type apiResponse struct {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -181,6 +182,15 @@ func TestSessionErrors(t *testing.T) {
 			require.Equal(t, 409, r.status)
 			require.Equal(t, "Session has failed and cannot be resumed. Start a new session.", r.obj(t)["detail"])
 
+			// A session still provisioning has a pending turn already.
+			slowEnv := n.mustCreate("/environments", map[string]any{"name": "slow", "setup_script": "sleep 30"}, 201)["id"].(string)
+			prov := n.session(agent, "p", "environment_id", slowEnv)
+			waitStage(t, n, prov, "provision_setup", "started")
+			r = n.do("POST", "/sessions/"+prov+"/prompt", map[string]any{"prompt": "x"})
+			require.Equal(t, 409, r.status)
+			require.Equal(t, "Session already has a pending turn", r.obj(t)["detail"])
+			n.mustCreate("/sessions/"+prov+"/terminate", nil, 200)
+
 			// Completed: prompt body validation, then a pending turn blocks another.
 			done := n.session(agent, "ok")
 			n.waitDone(done, time.Minute)
@@ -211,6 +221,37 @@ func TestSessionErrors(t *testing.T) {
 			require.Equal(t, 404, n.do("GET", "/sessions/"+done, nil).status)
 		})
 	}
+}
+
+// TestQuotaUnderConcurrentCreates: a per-user override of 3 holds when 10
+// creates race, on both databases.
+func TestQuotaUnderConcurrentCreates(t *testing.T) {
+	t.Parallel()
+	persistenceDialects(t, func(t *testing.T, d migrations.Dialect) {
+		n := startNode(t, nodeOpts{dialect: d, backend: backendFake})
+		limit := 3
+		require.NoError(t, n.app.DB().UserQuotaSet(context.Background(), n.userID, &limit))
+		agent := n.agent(nil)
+		var wg sync.WaitGroup
+		codes := make(chan int, 10)
+		for range 10 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				codes <- n.do("POST", "/sessions", map[string]any{"agent_id": agent, "prompt": "quiet:30"}).status
+			}()
+		}
+		wg.Wait()
+		close(codes)
+		count := map[int]int{}
+		for c := range codes {
+			count[c]++
+		}
+		require.Equal(t, map[int]int{202: 3, 429: 7}, count)
+		for _, raw := range n.do("GET", "/sessions", nil).obj(t)["data"].([]any) {
+			n.mustCreate("/sessions/"+raw.(map[string]any)["id"].(string)+"/terminate", nil, 200)
+		}
+	})
 }
 
 func TestBackendUnavailableIs503(t *testing.T) {

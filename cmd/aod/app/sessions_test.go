@@ -1,8 +1,6 @@
 package app
 
 import (
-	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -116,7 +114,19 @@ func TestSessionEndToEnd(t *testing.T) {
 		require.Equal(t, "SYS\n\nhello", turn["prompt"])
 		require.NotNil(t, turn["started_at"])
 		require.NotNil(t, turn["ended_at"])
-		_ = fmt.Sprint
-		_ = strings.Contains
+		// Secrets never reach responses or logs.
+		for _, secret := range []string{"s3cret", "ghp_abc"} {
+			require.NotContains(t, n.logs.String(), secret)
+			for _, path := range []string{"/sessions/" + id, "/sessions", "/sessions/" + id + "/turns"} {
+				require.NotContains(t, string(n.do("GET", path, nil).body), secret)
+			}
+			require.NotContains(t, outputTextAll(evs), secret+"\n", "the stand-ins do not print env vars")
+		}
+		require.NotContains(t, n.logs.String(), n.key)
 	})
+}
+
+// outputTextAll concatenates every output event.
+func outputTextAll(evs []streamEvent) string {
+	return outputText(evs, "stdout") + outputText(evs, "stderr")
 }

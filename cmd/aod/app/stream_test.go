@@ -392,3 +392,36 @@ func TestManySubscribersOneStalled(t *testing.T) {
 	require.Equal(t, want, slow, "the stalled subscriber still gets everything")
 	require.Positive(t, n.app.Sessions().LaggedSubscriptions(), "the stalled subscriber overflowed and caught up from the log")
 }
+
+// TestDisconnectedClientIsUnsubscribed: a client that goes away is noticed
+// by the next heartbeat's flush and unsubscribed within two heartbeats.
+func TestDisconnectedClientIsUnsubscribed(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, nodeOpts{dialect: migrations.SQLite, backend: backendLocal,
+		env: map[string]string{"AOD_SSE_HEARTBEAT": "300ms"}})
+	id := n.session(n.agent(nil), "quiet:60")
+	waitStatus(t, n, id, "running")
+	clients := func() string {
+		resp, err := http.Get(n.base + "/metrics")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "aod_sse_clients ") {
+				return strings.TrimPrefix(line, "aod_sse_clients ")
+			}
+		}
+		return ""
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	_, r := n.rawStream(ctx, id)
+	_, err := sse.ReadEvent(r) // the start event
+	require.NoError(t, err)
+	require.Equal(t, "1", clients())
+	cancel()
+	gone := time.Now()
+	require.Eventually(t, func() bool { return clients() == "0" }, 10*time.Second, 20*time.Millisecond)
+	require.Less(t, time.Since(gone), 2*300*time.Millisecond+300*time.Millisecond,
+		"unsubscribed within two heartbeats (plus scheduling slack)")
+	n.mustCreate("/sessions/"+id+"/terminate", nil, 200)
+}
