@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/aodhq/aod/http/sse"
+	"github.com/aodhq/aod/persistence"
 	"github.com/aodhq/aod/persistence/persistencetest"
 	"github.com/aodhq/aod/runtimes/runtimestest"
 	"github.com/aodhq/aod/sprites"
@@ -290,7 +291,64 @@ func TestCrashRecoveryExecGone(t *testing.T) {
 			require.Contains(t, stderr.String(), "cannot be re-attached")
 			s := p2.api(t, key, "GET", "/sessions/"+id, nil)
 			require.Equal(t, "failed", s["status"])
-			_ = sprites.ErrNotFound
 		})
 	}
+}
+
+// TestCrashRecoveryExecKilled: the agent process is killed while aod is
+// down; after the restart the turn ends failed with the signal's exit code.
+func TestCrashRecoveryExecKilled(t *testing.T) {
+	t.Parallel()
+	for _, backend := range []string{"local", "fake"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			env, sandboxes := recoveryEnv(t, backend)
+			p1 := startServe(t, env, true)
+			key := p1.key
+			agent := p1.api(t, key, "POST", "/agents", map[string]any{"name": "a", "provider": "anthropic", "model": "m"})
+			sess := p1.api(t, key, "POST", "/sessions", map[string]any{"agent_id": agent["id"], "prompt": "slow:2000"})
+			id := sess["id"].(string)
+			readStream(t, p1.base, key, id, func(d map[string]any) bool { return hasLine(d, "line 0003") })
+			require.NoError(t, p1.cmd.Process.Signal(syscall.SIGKILL))
+			_ = p1.cmd.Wait()
+
+			// Kill the agent through the sandbox backend while aod is down.
+			data := envValue(env, "AOD_DATA_DIR")
+			db, err := persistence.Open(context.Background(), persistence.Options{
+				SQLitePath: filepath.Join(data, "aod.db"), Sealer: persistencetest.Sealer(t)})
+			require.NoError(t, err)
+			s, err := db.SessionGet(context.Background(), 0, id)
+			require.NoError(t, err)
+			turn, err := db.TurnLatest(context.Background(), id)
+			require.NoError(t, err)
+			require.NoError(t, db.Close())
+			require.NotEmpty(t, turn.ExecID)
+			var b sprites.Backend
+			if backend == "fake" {
+				b = sprites.NewClient(envValue(env, "SPRITES_BASE_URL"), envValue(env, "SPRITES_API_KEY"))
+			} else {
+				b, err = local.New(local.Config{Dir: sandboxes})
+				require.NoError(t, err)
+			}
+			require.NoError(t, b.Kill(context.Background(), s.BackendHandle, turn.ExecID, "KILL"))
+
+			p2 := startServe(t, env, false)
+			evs := readStream(t, p2.base, key, id, nil)
+			last := evs[len(evs)-1]
+			require.Equal(t, "exit", last["type"], "%v", last)
+			require.Equal(t, float64(137), last["code"], "killed by SIGKILL")
+			got := p2.api(t, key, "GET", "/sessions/"+id, nil)
+			require.Equal(t, "failed", got["status"])
+			require.Equal(t, float64(137), got["exit_code"])
+		})
+	}
+}
+
+func envValue(env []string, name string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], name+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
