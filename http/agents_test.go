@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -78,6 +79,8 @@ func TestAgentCreateShape(t *testing.T) {
 		}
 		require.NotContains(t, a, "tools")
 		require.Len(t, a, 16)
+		requireKeyOrder(t, string(r.body), "id", "type", "name", "description", "system", "provider", "model", "runtime",
+			"environment_id", "skills", "mcp_servers", "metadata", "version", "created_at", "updated_at", "archived_at")
 
 		// google → gemini; opencode serves any provider (D11).
 		r = e.do("POST", "/agents", key, with(validAgent(), "provider", "google", "model", "gemini-2.5-pro"))
@@ -329,4 +332,15 @@ func TestConcurrentAgentPuts(t *testing.T) {
 		require.Equal(t, float64(2), a["version"])
 		require.Len(t, e.do("GET", "/agents/"+id+"/versions", key, nil).json(t)["data"], 2)
 	})
+}
+
+// requireKeyOrder checks that the top-level keys appear in this order.
+func requireKeyOrder(t *testing.T, body string, keys ...string) {
+	t.Helper()
+	last := -1
+	for _, k := range keys {
+		i := strings.Index(body, `"`+k+`":`)
+		require.Greater(t, i, last, "key %q out of order in %s", k, body)
+		last = i
+	}
 }

@@ -33,6 +33,8 @@ func TestEnvironmentLifecycle(t *testing.T) {
 		}
 		require.NotContains(t, env, "env_vars")
 		require.Len(t, env, 10)
+		requireKeyOrder(t, string(r.body), "id", "type", "name", "packages", "setup_script", "networking", "version",
+			"created_at", "updated_at", "archived_at")
 
 		// Defaults.
 		r = e.do("POST", "/environments", key, map[string]any{"name": "plain"})

@@ -34,37 +34,8 @@ func rawOr(r json.RawMessage, def string) json.RawMessage {
 	return r
 }
 
-// agentJSON is the Agent resource; field order follows the contract.
-type agentJSON struct {
-	ID            string          `json:"id"`
-	Type          string          `json:"type"`
-	Name          string          `json:"name"`
-	Description   *string         `json:"description"`
-	System        *string         `json:"system"`
-	Provider      string          `json:"provider"`
-	Model         string          `json:"model"`
-	Runtime       string          `json:"runtime"`
-	EnvironmentID *string         `json:"environment_id"`
-	Skills        json.RawMessage `json:"skills"`
-	MCPServers    json.RawMessage `json:"mcp_servers"`
-	Metadata      json.RawMessage `json:"metadata"`
-	Version       int             `json:"version"`
-	CreatedAt     string          `json:"created_at"`
-	UpdatedAt     string          `json:"updated_at"`
-	ArchivedAt    *string         `json:"archived_at"`
-}
-
-func renderAgent(a *persistence.Agent) *agentJSON {
-	return &agentJSON{
-		ID: a.ID, Type: "agent", Name: a.Name, Description: nullIfEmpty(a.Description), System: nullIfEmpty(a.System),
-		Provider: a.Provider, Model: a.Model, Runtime: a.Runtime, EnvironmentID: a.EnvironmentID,
-		Skills: rawOr(a.Skills, "[]"), MCPServers: rawOr(a.MCPServers, "[]"), Metadata: rawOr(a.Metadata, "{}"),
-		Version: a.Version, CreatedAt: isoTime(a.CreatedAt), UpdatedAt: isoTime(a.UpdatedAt), ArchivedAt: isoTimePtr(a.ArchivedAt),
-	}
-}
-
 // agentVersionJSON is AgentVersion: the Agent shape without updated_at and
-// archived_at; id is the agent's id.
+// archived_at; id is the agent's id. Field order follows the contract.
 type agentVersionJSON struct {
 	ID            string          `json:"id"`
 	Type          string          `json:"type"`
@@ -82,6 +53,25 @@ type agentVersionJSON struct {
 	CreatedAt     string          `json:"created_at"`
 }
 
+// agentJSON is the Agent resource: the version shape plus updated_at and
+// archived_at (embedded fields encode first, keeping the contract's order).
+type agentJSON struct {
+	agentVersionJSON
+	UpdatedAt  string  `json:"updated_at"`
+	ArchivedAt *string `json:"archived_at"`
+}
+
+func renderAgent(a *persistence.Agent) *agentJSON {
+	return &agentJSON{
+		agentVersionJSON: *renderAgentVersion(&persistence.AgentVersion{
+			AgentID: a.ID, Version: a.Version, Name: a.Name, Description: a.Description, System: a.System,
+			Provider: a.Provider, Model: a.Model, Runtime: a.Runtime, EnvironmentID: a.EnvironmentID,
+			Skills: a.Skills, MCPServers: a.MCPServers, Metadata: a.Metadata, CreatedAt: a.CreatedAt,
+		}),
+		UpdatedAt: isoTime(a.UpdatedAt), ArchivedAt: isoTimePtr(a.ArchivedAt),
+	}
+}
+
 func renderAgentVersion(v *persistence.AgentVersion) *agentVersionJSON {
 	return &agentVersionJSON{
 		ID: v.AgentID, Type: "agent", Name: v.Name, Description: nullIfEmpty(v.Description), System: nullIfEmpty(v.System),
@@ -91,22 +81,9 @@ func renderAgentVersion(v *persistence.AgentVersion) *agentVersionJSON {
 	}
 }
 
-// environmentJSON is the Environment resource. env_vars is never rendered.
-type environmentJSON struct {
-	ID          string          `json:"id"`
-	Type        string          `json:"type"`
-	Name        string          `json:"name"`
-	Packages    json.RawMessage `json:"packages"`
-	SetupScript *string         `json:"setup_script"`
-	Networking  map[string]any  `json:"networking"`
-	Version     int             `json:"version"`
-	CreatedAt   string          `json:"created_at"`
-	UpdatedAt   string          `json:"updated_at"`
-	ArchivedAt  *string         `json:"archived_at"`
-}
-
 // environmentVersionJSON is EnvironmentVersion: the Environment shape
-// without updated_at and archived_at; id is the environment's id.
+// without updated_at and archived_at; id is the environment's id. env_vars
+// is never rendered.
 type environmentVersionJSON struct {
 	ID          string          `json:"id"`
 	Type        string          `json:"type"`
@@ -116,6 +93,13 @@ type environmentVersionJSON struct {
 	Networking  map[string]any  `json:"networking"`
 	Version     int             `json:"version"`
 	CreatedAt   string          `json:"created_at"`
+}
+
+// environmentJSON is the Environment resource.
+type environmentJSON struct {
+	environmentVersionJSON
+	UpdatedAt  string  `json:"updated_at"`
+	ArchivedAt *string `json:"archived_at"`
 }
 
 // networkingJSON renders {"type": T} plus the config keys when T is
@@ -139,9 +123,11 @@ func networkingJSON(typ string, config json.RawMessage) map[string]any {
 
 func renderEnvironment(e *persistence.Environment) *environmentJSON {
 	return &environmentJSON{
-		ID: e.ID, Type: "environment", Name: e.Name, Packages: rawOr(e.Packages, "{}"),
-		SetupScript: nullIfEmpty(e.SetupScript), Networking: networkingJSON(e.NetworkingType, e.NetworkingConfig),
-		Version: e.Version, CreatedAt: isoTime(e.CreatedAt), UpdatedAt: isoTime(e.UpdatedAt), ArchivedAt: isoTimePtr(e.ArchivedAt),
+		environmentVersionJSON: *renderEnvironmentVersion(&persistence.EnvironmentVersion{
+			EnvironmentID: e.ID, Version: e.Version, Name: e.Name, Packages: e.Packages, SetupScript: e.SetupScript,
+			NetworkingType: e.NetworkingType, NetworkingConfig: e.NetworkingConfig, CreatedAt: e.CreatedAt,
+		}),
+		UpdatedAt: isoTime(e.UpdatedAt), ArchivedAt: isoTimePtr(e.ArchivedAt),
 	}
 }
 

@@ -211,6 +211,23 @@ func hasLine(d map[string]any, text string) bool {
 	return d["type"] == "output" && strings.Contains(s, text)
 }
 
+// crashMidTurn starts aod, runs a session whose agent prints `lines` lines
+// slowly, waits until line `after` is out, and kills aod with SIGKILL. It
+// returns the API key and the session id.
+func crashMidTurn(t *testing.T, env []string, lines, after int) (key, id string) {
+	t.Helper()
+	p1 := startServe(t, env, true)
+	key = p1.key
+	agent := p1.api(t, key, "POST", "/agents", map[string]any{"name": "a", "provider": "anthropic", "model": "m"})
+	sess := p1.api(t, key, "POST", "/sessions", map[string]any{"agent_id": agent["id"], "prompt": fmt.Sprintf("slow:%d", lines)})
+	id = sess["id"].(string)
+	want := fmt.Sprintf("line %04d", after)
+	readStream(t, p1.base, key, id, func(d map[string]any) bool { return hasLine(d, want) })
+	require.NoError(t, p1.cmd.Process.Signal(syscall.SIGKILL))
+	_ = p1.cmd.Wait()
+	return key, id
+}
+
 // TestCrashRecovery kills `aod serve` with SIGKILL in the middle of a turn
 // and starts it again: the turn completes with all its output exactly once
 // (D4, D5, D20).
@@ -220,14 +237,7 @@ func TestCrashRecovery(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
 			env, _ := recoveryEnv(t, backend)
-			p1 := startServe(t, env, true)
-			key := p1.key
-			agent := p1.api(t, key, "POST", "/agents", map[string]any{"name": "a", "provider": "anthropic", "model": "m"})
-			sess := p1.api(t, key, "POST", "/sessions", map[string]any{"agent_id": agent["id"], "prompt": "slow:80"})
-			id := sess["id"].(string)
-			readStream(t, p1.base, key, id, func(d map[string]any) bool { return hasLine(d, "line 0005") })
-			require.NoError(t, p1.cmd.Process.Signal(syscall.SIGKILL))
-			_ = p1.cmd.Wait()
+			key, id := crashMidTurn(t, env, 80, 5)
 
 			p2 := startServe(t, env, false)
 			evs := readStream(t, p2.base, key, id, nil)
@@ -258,14 +268,7 @@ func TestCrashRecoveryExecGone(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
 			env, sandboxes := recoveryEnv(t, backend)
-			p1 := startServe(t, env, true)
-			key := p1.key
-			agent := p1.api(t, key, "POST", "/agents", map[string]any{"name": "a", "provider": "anthropic", "model": "m"})
-			sess := p1.api(t, key, "POST", "/sessions", map[string]any{"agent_id": agent["id"], "prompt": "slow:2000"})
-			id := sess["id"].(string)
-			readStream(t, p1.base, key, id, func(d map[string]any) bool { return hasLine(d, "line 0003") })
-			require.NoError(t, p1.cmd.Process.Signal(syscall.SIGKILL))
-			_ = p1.cmd.Wait()
+			key, id := crashMidTurn(t, env, 2000, 3)
 
 			// Destroy the sandbox (and the exec in it) behind aod's back.
 			b, err := local.New(local.Config{Dir: sandboxes})
@@ -303,14 +306,7 @@ func TestCrashRecoveryExecKilled(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
 			env, sandboxes := recoveryEnv(t, backend)
-			p1 := startServe(t, env, true)
-			key := p1.key
-			agent := p1.api(t, key, "POST", "/agents", map[string]any{"name": "a", "provider": "anthropic", "model": "m"})
-			sess := p1.api(t, key, "POST", "/sessions", map[string]any{"agent_id": agent["id"], "prompt": "slow:2000"})
-			id := sess["id"].(string)
-			readStream(t, p1.base, key, id, func(d map[string]any) bool { return hasLine(d, "line 0003") })
-			require.NoError(t, p1.cmd.Process.Signal(syscall.SIGKILL))
-			_ = p1.cmd.Wait()
+			key, id := crashMidTurn(t, env, 2000, 3)
 
 			// Kill the agent through the sandbox backend while aod is down.
 			data := envValue(env, "AOD_DATA_DIR")
