@@ -75,6 +75,9 @@ type Server struct {
 	cfg     Config
 	deps    Deps
 	done    chan struct{}
+	// ctx bounds work that outlives a handler (streams); Shutdown cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // handlerFunc is an authenticated handler.
@@ -112,6 +115,7 @@ func New(deps Deps) *Server {
 	}
 	s := &Server{db: deps.DB, log: deps.Logger, cfg: deps.Config, deps: deps, done: make(chan struct{}),
 		metrics: newMetrics(deps.Registry)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.app = fiber.New(fiber.Config{
 		AppName:               "aod",
 		StrictRouting:         true,
@@ -144,6 +148,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-s.done:
 	default:
 		close(s.done)
+		s.cancel()
 	}
 	return s.app.ShutdownWithContext(ctx)
 }

@@ -42,7 +42,7 @@ func parseCursor(c *fiber.Ctx) (int64, error) {
 // the terminal event when the session's work ends.
 func (s *Server) stream(c *fiber.Ctx, p *principal) error {
 	id := utils.CopyString(c.Params("id"))
-	ctx := context.Background()
+	ctx := s.ctx
 	sess, err := s.db.SessionGet(c.UserContext(), p.UserID, id)
 	if err != nil {
 		return s.sessionNotFound(err)

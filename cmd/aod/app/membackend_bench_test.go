@@ -168,3 +168,11 @@ func (e *memExec) Close() error {
 	}
 	return nil
 }
+
+// parked counts agent execs that are parked (started, not yet closed or
+// killed).
+func (b *memBackend) parked() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.execs)
+}
