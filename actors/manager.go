@@ -328,8 +328,7 @@ func (m *Manager) recoverMiddleware(sessionID string) actor.MiddlewareFunc {
 				if r := recover(); r != nil {
 					m.log.Error("session actor panicked", slog.String("session", sessionID), slog.Any("panic", r))
 					m.metrics.panics.Inc()
-					m.failSession(sessionID, fmt.Sprint(r))
-					m.retire(sessionID)
+					m.failSession(sessionID, func() { m.retire(sessionID) })
 				}
 			}()
 			next(c)
@@ -337,34 +336,42 @@ func (m *Manager) recoverMiddleware(sessionID string) actor.MiddlewareFunc {
 	}
 }
 
-// failSession records an internal failure: the session and its unfinished
-// turn become failed (never overwriting terminated), with a stderr event.
-func (m *Manager) failSession(sessionID, reason string) {
+// internalFailure is what a session shows after a recovered panic.
+const internalFailure = "turn failed: internal error in the session actor\n"
+
+// failureOp records an internal failure: unfinished turns and the session
+// become failed (never overwriting terminated), with a stderr event.
+func failureOp(sessionID string, turn int) *logOp {
+	op := &logOp{updates: []persistence.Update{
+		persistence.FailUnfinishedTurns(sessionID),
+		persistence.SetSession(sessionID, map[string]any{"status": persistence.StatusFailed, "exit_code": nil}, true),
+	}}
+	if turn > 0 {
+		n := turn
+		op.events = []*persistence.Event{{SessionID: sessionID, Turn: &n, Kind: persistence.KindOutput, Stream: "stderr", Data: internalFailure}}
+	}
+	return op
+}
+
+// failSession records an internal failure after a panic in Receive (the
+// actor's state is suspect, so its writer is bypassed), then calls then.
+func (m *Manager) failSession(sessionID string, then func()) {
 	m.bg.Add(1)
 	go func() {
 		defer m.bg.Done()
+		defer then()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		turn, err := m.deps.DB.TurnLatest(ctx, sessionID)
-		var updates []persistence.Update
-		var events []*persistence.Event
-		if err == nil && (turn.Status == persistence.StatusPending || turn.Status == persistence.StatusRunning) {
-			n := turn.TurnNumber
-			updates = append(updates, persistence.SetTurn(turn.ID, map[string]any{
-				"status": persistence.StatusFailed, "exit_code": nil, "ended_at": time.Now().UTC(),
-			}))
-			events = append(events, &persistence.Event{SessionID: sessionID, Turn: &n, Kind: persistence.KindOutput,
-				Stream: "stderr", Data: "turn failed: internal error in the session actor\n"})
+		turn := 0
+		if t, err := m.deps.DB.TurnLatest(ctx, sessionID); err == nil {
+			turn = t.TurnNumber
 		}
-		updates = append(updates, persistence.SetSession(sessionID, map[string]any{
-			"status": persistence.StatusFailed, "exit_code": nil,
-		}, true))
-		if err := m.deps.DB.LogAppend(ctx, events, updates...); err != nil {
+		op := failureOp(sessionID, turn)
+		if err := m.deps.DB.LogAppend(ctx, op.events, op.updates...); err != nil {
 			m.log.Error("mark session failed", slog.String("session", sessionID), slog.String("error", err.Error()))
 		}
 	}()
 }
-
 // ErrNotRunning is returned by Publish when the session has no running turn.
 var ErrNotRunning = errors.New("actors: session is not running")
 

@@ -80,8 +80,7 @@ func (a *sessionActor) Receive(c *actor.Context) {
 	case *workPanicked:
 		a.m.log.Error("session work panicked", slog.String("session", a.id), slog.String("panic", msg.reason))
 		a.m.metrics.panics.Inc()
-		a.m.failSession(a.id, msg.reason)
-		a.finishWork()
+		a.failWork()
 	}
 }
 
@@ -323,6 +322,7 @@ func (a *sessionActor) goWork(fn func(ctx context.Context)) {
 
 func (a *sessionActor) startProvisioning(t *persistence.Turn) {
 	a.phase = phaseProvisioning
+	a.turn = t.TurnNumber
 	s := *a.session
 	a.goWork(func(ctx context.Context) { a.provision(ctx, &s, t) })
 }
@@ -348,4 +348,17 @@ func (a *sessionActor) publish(cmd *publishCmd) {
 		err := w.submitWait(ctx, &logOp{events: []*persistence.Event{ev}})
 		cmd.reply <- publishResult{id: ev.ID, err: err}
 	}()
+}
+
+// failWork records an internal failure of the current work through the
+// session's writer (ordered after its queued events), then ends the work.
+func (a *sessionActor) failWork() {
+	if a.workCancel != nil {
+		a.workCancel()
+		a.workCancel = nil
+	}
+	op := failureOp(a.id, a.turn)
+	op.note = &workFinished{}
+	w, ctx := a.writer, a.ctx
+	go func() { _ = w.submit(ctx, op) }()
 }

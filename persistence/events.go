@@ -128,3 +128,18 @@ func (db *DB) EventsLast(ctx context.Context, sessionID string) ([]Event, error)
 	}
 	return out, nil
 }
+
+// FailUnfinishedTurns marks the session's pending and running turns failed
+// with a null exit code.
+func FailUnfinishedTurns(sessionID string) Update {
+	return func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.NewUpdate().Table("session_turns").
+			Set("status = ?", StatusFailed).Set("exit_code = NULL").Set("ended_at = ?", now()).
+			Where("session_id = ?", sessionID).Where("status IN (?)", bun.In([]string{StatusPending, StatusRunning})).
+			Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("persistence: fail turns: %w", err)
+		}
+		return nil
+	}
+}

@@ -523,3 +523,33 @@ func newUserKey(t *testing.T, n *node) (int64, string) {
 	require.NoError(t, err)
 	return u.ID, key
 }
+
+// panickyBackend panics when a turn starts its exec.
+type panickyBackend struct{ sprites.Backend }
+
+func (p *panickyBackend) Exec(ctx context.Context, name string, req sprites.ExecRequest) (sprites.Exec, error) {
+	if len(req.Argv) > 4 && req.Argv[4] == "claude" && len(req.Argv) > 5 && req.Argv[5] != "update" {
+		panic("backend bug")
+	}
+	return p.Backend.Exec(ctx, name, req)
+}
+
+// TestPanicFailsTheSessionNotTheProcess: a panic in a session's work is
+// recovered; the session and its turn fail in the database, the node keeps
+// serving.
+func TestPanicFailsTheSessionNotTheProcess(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, nodeOpts{dialect: migrations.SQLite, backend: backendFake, wrap: func(b sprites.Backend) sprites.Backend {
+		return &panickyBackend{Backend: b}
+	}})
+	id := n.session(n.agent(nil), "hi")
+	evs := n.waitDone(id, time.Minute)
+	require.Equal(t, "error", evs[len(evs)-1].typ())
+	require.Contains(t, outputText(evs, "stderr"), "internal error")
+	s := n.do("GET", "/sessions/"+id, nil).obj(t)
+	require.Equal(t, "failed", s["status"])
+	turns := n.do("GET", "/sessions/"+id+"/turns", nil).obj(t)["data"].([]any)
+	require.Equal(t, "failed", turns[0].(map[string]any)["status"])
+	require.Equal(t, 200, n.do("GET", "/health", nil).status, "the node still serves")
+	require.Contains(t, n.logs.String(), "session work panicked")
+}
