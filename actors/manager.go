@@ -372,6 +372,7 @@ func (m *Manager) failSession(sessionID string, then func()) {
 		}
 	}()
 }
+
 // ErrNotRunning is returned by Publish when the session has no running turn.
 var ErrNotRunning = errors.New("actors: session is not running")
 
