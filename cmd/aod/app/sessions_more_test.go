@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -416,7 +417,10 @@ func TestLimitedNetwork(t *testing.T) {
 
 func TestBackpressureKeepsEveryByte(t *testing.T) {
 	t.Parallel()
-	lines := 20 << 20 / 9 // ~20 MiB of "%08d\n"
+	lines := 20 << 20 / 9 // ~20 MiB of "%08d\n"; 200 MiB at full scale (D22)
+	if fullScale() {
+		lines *= 10
+	}
 	for _, b := range []backendKind{backendLocal, backendFake} {
 		t.Run(string(b), func(t *testing.T) {
 			t.Parallel()
@@ -553,3 +557,7 @@ func TestPanicFailsTheSessionNotTheProcess(t *testing.T) {
 	require.Equal(t, 200, n.do("GET", "/health", nil).status, "the node still serves")
 	require.Contains(t, n.logs.String(), "session work panicked")
 }
+
+// fullScale reports AOD_BENCH_SCALE=full (make bench): the heaviest tests
+// run at the full scale (D22).
+func fullScale() bool { return os.Getenv("AOD_BENCH_SCALE") == "full" }
