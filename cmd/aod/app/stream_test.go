@@ -321,7 +321,10 @@ func TestReconnectAtRandomCutPoints(t *testing.T) {
 
 func TestManySubscribersOneStalled(t *testing.T) {
 	t.Parallel()
-	subscribers, chunks := 50, 10000
+	subscribers, chunks := 50, 10000 // 500 × 100k at full scale (D22)
+	if fullScale() {
+		subscribers, chunks = 500, 100000
+	}
 	// A small per-subscriber buffer, so the stalled client overflows it and
 	// must catch up from the log.
 	n := startNode(t, nodeOpts{dialect: migrations.SQLite, backend: backendLocal,
