@@ -219,13 +219,17 @@ func (s *Server) sessionList(c *fiber.Ctx, p *principal) error {
 	if err != nil {
 		return err
 	}
+	ids := make([]string, len(rows))
+	for i := range rows {
+		ids[i] = rows[i].ID
+	}
+	resources, err := s.db.SessionResourcesMany(c.UserContext(), ids)
+	if err != nil {
+		return err
+	}
 	out := make([]*sessionJSON, len(rows))
 	for i := range rows {
-		rs, err := s.db.SessionResources(c.UserContext(), rows[i].ID)
-		if err != nil {
-			return err
-		}
-		out[i] = renderSession(&rows[i], rs)
+		out[i] = renderSession(&rows[i], resources[rows[i].ID])
 	}
 	return writeJSON(c, fiber.StatusOK, list(out))
 }

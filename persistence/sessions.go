@@ -298,6 +298,24 @@ func (db *DB) SessionsActive(ctx context.Context) ([]Session, error) {
 	return out, nil
 }
 
+// SessionResourcesMany returns the resources of several sessions (tokens not
+// opened), by session id, each in order.
+func (db *DB) SessionResourcesMany(ctx context.Context, sessionIDs []string) (map[string][]Resource, error) {
+	out := map[string][]Resource{}
+	if len(sessionIDs) == 0 {
+		return out, nil
+	}
+	var rows []Resource
+	err := db.bun.NewSelect().Model(&rows).Where("session_id IN (?)", bun.In(sessionIDs)).Order("session_id", "position").Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("persistence: list resources: %w", err)
+	}
+	for _, r := range rows {
+		out[r.SessionID] = append(out[r.SessionID], r)
+	}
+	return out, nil
+}
+
 // SessionResources returns the session's resources in order, tokens opened.
 func (db *DB) SessionResources(ctx context.Context, sessionID string) ([]Resource, error) {
 	var out []Resource
