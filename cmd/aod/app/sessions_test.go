@@ -80,6 +80,10 @@ func TestSessionEndToEnd(t *testing.T) {
 		require.Equal(t, float64(1), s["turn_count"])
 		require.Equal(t, float64(1), s["current_turn"])
 		require.Equal(t, "anthropic", s["provider"])
+		require.Equal(t, ack["resources"], s["resources"])
+		listed := n.do("GET", "/sessions", nil).obj(t)["data"].([]any)
+		require.Len(t, listed, 1)
+		require.Equal(t, s, listed[0], "list and get render the same session")
 
 		h := n.handle(id)
 		envFile, mode := n.sandboxRead(h, "/tmp/aod-env")
