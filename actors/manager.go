@@ -66,7 +66,8 @@ type Manager struct {
 	mu      sync.Mutex
 	actors  map[string]*actorEntry
 	closing bool
-	bg      sync.WaitGroup
+	bg      sync.WaitGroup // background deletes and failure records
+	work    sync.WaitGroup // provisioning, turn and load goroutines
 	bgCtx   context.Context
 	bgStop  context.CancelFunc
 }
@@ -309,7 +310,7 @@ func (m *Manager) Stop(ctx context.Context) error {
 		}
 	}
 	done := make(chan struct{})
-	go func() { m.bg.Wait(); close(done) }()
+	go func() { m.work.Wait(); m.bg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():

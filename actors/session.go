@@ -310,7 +310,9 @@ func (a *sessionActor) goWork(fn func(ctx context.Context)) {
 	ctx, cancel := context.WithCancel(a.ctx)
 	a.workCancel = cancel
 	engine, pid := a.m.engine, a.pid
+	a.m.work.Add(1)
 	go func() {
+		defer a.m.work.Done()
 		defer func() {
 			if r := recover(); r != nil {
 				engine.Send(pid, &workPanicked{reason: fmt.Sprintf("%v\n%s", r, debug.Stack())})

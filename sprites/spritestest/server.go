@@ -139,10 +139,12 @@ func NewServer(t testing.TB, opts Options) *Server {
 		t.Fatalf("spritestest: start fake server: %v", err)
 	}
 	t.Cleanup(func() {
+		// Close first: it waits for in-flight requests, so no create can
+		// land after DeleteAll.
+		_ = s.Close()
 		if !opts.KeepSandboxes {
 			s.DeleteAll(context.Background())
 		}
-		_ = s.Close()
 	})
 	return s
 }
