@@ -64,6 +64,7 @@ type Manager struct {
 	metrics *metrics
 
 	mu      sync.Mutex
+	gens    uint64
 	actors  map[string]*actorEntry
 	closing bool
 	bg      sync.WaitGroup // background deletes and failure records
@@ -73,9 +74,15 @@ type Manager struct {
 }
 
 type actorEntry struct {
-	pid      *actor.PID
+	pid *actor.PID
+	// gen tells this actor's messages from a predecessor's stragglers.
+	gen      uint64
 	stopping bool
+	rekick   bool
 	stopped  chan struct{}
+	// writerDone is closed when the actor's log writer has drained, so a
+	// successor never runs a second writer for the session (D7).
+	writerDone chan struct{}
 }
 
 // NewManager builds the actor engine.
@@ -137,20 +144,13 @@ func (m *Manager) Recover(ctx context.Context) (int, error) {
 // Kick makes sure the session's actor runs and looks for work: call it
 // after creating a session or queueing a turn.
 func (m *Manager) Kick(sessionID string) {
-	if pid := m.ensure(sessionID); pid != nil {
-		m.engine.Send(pid, &kick{})
-	}
+	m.send(sessionID, &kick{}, true)
 }
 
 // Terminate stops the session's running work, if any. The caller has
 // already marked the session terminated; Destroy removes the sandbox.
 func (m *Manager) Terminate(sessionID string) {
-	m.mu.Lock()
-	e := m.actors[sessionID]
-	m.mu.Unlock()
-	if e != nil && !e.stopping {
-		m.engine.Send(e.pid, &terminateCmd{})
-	}
+	m.send(sessionID, &terminateCmd{}, false)
 }
 
 // Destroy deletes a sandbox in the background, retrying with backoff.
@@ -191,13 +191,11 @@ func (m *Manager) Subscribe(ctx context.Context, sessionID string) (sub *Subscri
 	if _, local := m.deps.Owner.Owner(sessionID); !local {
 		return nil, false, 0, ErrNotOwner
 	}
-	pid := m.ensure(sessionID)
-	if pid == nil {
-		return nil, false, 0, nil
-	}
 	sub = newSubscription(m.deps.Config.SubscriberBuffer)
 	sub.actorID = sessionID
-	m.engine.Send(pid, &subscribeCmd{sub: sub})
+	if !m.send(sessionID, &subscribeCmd{sub: sub}, true) {
+		return nil, false, 0, nil
+	}
 	select {
 	case r := <-sub.ready:
 		if !r.live {
@@ -207,54 +205,59 @@ func (m *Manager) Subscribe(ctx context.Context, sessionID string) (sub *Subscri
 	case <-ctx.Done():
 		m.Unsubscribe(sub)
 		return nil, false, 0, ctx.Err()
-	case <-time.After(30 * time.Second):
-		m.Unsubscribe(sub)
-		return nil, false, 0, errors.New("actors: subscribe timed out")
 	}
 }
 
 // Unsubscribe detaches a subscriber (idempotent).
 func (m *Manager) Unsubscribe(sub *Subscription) {
-	m.mu.Lock()
-	e := m.actors[sub.actorID]
-	m.mu.Unlock()
-	if e != nil {
-		m.engine.Send(e.pid, &unsubscribeCmd{sub: sub})
-	}
+	m.send(sub.actorID, &unsubscribeCmd{sub: sub}, false)
 }
 
-// ensure returns the live actor of a session, spawning it when needed. A
-// spawn never races an actor of the same id that is still stopping: it
-// waits for that one to be gone (hollywood would return the stopping PID).
-func (m *Manager) ensure(sessionID string) *actor.PID {
+// send delivers msg to the session's actor. With spawn, a missing actor is
+// created, and one that is retiring is first waited for (hollywood would
+// hand back the stopping PID for a duplicate id). Without spawn, it reports
+// false when there is no running actor. Sends happen under m.mu, so no
+// message is ever queued behind a retiring actor's poison pill.
+func (m *Manager) send(sessionID string, msg any, spawn bool) bool {
 	for {
 		m.mu.Lock()
 		if m.closing {
 			m.mu.Unlock()
-			return nil
+			return false
 		}
 		e := m.actors[sessionID]
-		if e == nil {
-			e = &actorEntry{stopped: make(chan struct{})}
-			m.actors[sessionID] = e
-			e.pid = m.engine.Spawn(newSessionActor(m, sessionID), "session",
-				actor.WithID(sessionID),
-				actor.WithMaxRestarts(0),
-				actor.WithMiddleware(m.recoverMiddleware(sessionID)))
+		switch {
+		case e == nil && !spawn, e != nil && e.stopping && !spawn:
 			m.mu.Unlock()
-			return e.pid
-		}
-		if !e.stopping {
+			return false
+		case e == nil:
+			e = m.spawnLocked(sessionID)
+		case e.stopping:
+			stopped := e.stopped
 			m.mu.Unlock()
-			return e.pid
+			<-stopped
+			continue
 		}
-		stopped := e.stopped
+		m.engine.Send(e.pid, msg)
 		m.mu.Unlock()
-		<-stopped
+		return true
 	}
 }
 
-// retire stops a session's actor; ensure re-creates it on demand.
+func (m *Manager) spawnLocked(sessionID string) *actorEntry {
+	m.gens++
+	e := &actorEntry{gen: m.gens, stopped: make(chan struct{}), writerDone: make(chan struct{})}
+	m.actors[sessionID] = e
+	e.pid = m.engine.Spawn(newSessionActor(m, sessionID, e), "session",
+		actor.WithID(sessionID),
+		actor.WithMaxRestarts(0),
+		actor.WithMiddleware(m.recoverMiddleware(sessionID)))
+	return e
+}
+
+// retire stops a session's actor once it has no work; the next send with
+// spawn re-creates it. A kick that reached the actor after this decision
+// (rekick) re-creates it as soon as the old one and its log writer are gone.
 func (m *Manager) retire(sessionID string) {
 	m.mu.Lock()
 	e := m.actors[sessionID]
@@ -267,13 +270,25 @@ func (m *Manager) retire(sessionID string) {
 	done := m.engine.Poison(e.pid)
 	go func() {
 		<-done.Done()
+		<-e.writerDone
 		m.mu.Lock()
 		if m.actors[sessionID] == e {
 			delete(m.actors, sessionID)
 		}
+		rekick := e.rekick && !m.closing
 		m.mu.Unlock()
 		close(e.stopped)
+		if rekick {
+			m.Kick(sessionID)
+		}
 	}()
+}
+
+// markRekick records a kick that a retiring actor could not act on.
+func (m *Manager) markRekick(e *actorEntry) {
+	m.mu.Lock()
+	e.rekick = true
+	m.mu.Unlock()
 }
 
 // LaggedSubscriptions counts live subscribers dropped for falling behind
@@ -345,7 +360,7 @@ const internalFailure = "turn failed: internal error in the session actor\n"
 func failureOp(sessionID string, turn int) *logOp {
 	op := &logOp{updates: []persistence.Update{
 		persistence.FailUnfinishedTurns(sessionID),
-		persistence.SetSession(sessionID, map[string]any{"status": persistence.StatusFailed, "exit_code": nil}, true),
+		persistence.SetSessionIfActive(sessionID, map[string]any{"status": persistence.StatusFailed, "exit_code": nil}),
 	}}
 	if turn > 0 {
 		n := turn
@@ -381,14 +396,12 @@ var ErrNotRunning = errors.New("actors: session is not running")
 // turn, through the same writer and fan-out as exec output (D19), and
 // returns its event id.
 func (m *Manager) Publish(ctx context.Context, sessionID, data string) (int64, error) {
-	m.mu.Lock()
-	e := m.actors[sessionID]
-	m.mu.Unlock()
-	if e == nil || e.stopping {
+	cmd := &publishCmd{data: data, reply: make(chan publishResult, 1)}
+	if !m.send(sessionID, cmd, false) {
 		return 0, ErrNotRunning
 	}
-	cmd := &publishCmd{data: data, reply: make(chan publishResult, 1)}
-	m.engine.Send(e.pid, cmd)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	select {
 	case r := <-cmd.reply:
 		return r.id, r.err

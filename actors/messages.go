@@ -11,6 +11,7 @@ type (
 	loadState struct{}
 	// stateLoaded carries the result of loadState.
 	stateLoaded struct {
+		gen     uint64
 		session *persistence.Session
 		turn    *persistence.Turn
 		lastID  int64
@@ -19,6 +20,7 @@ type (
 	// durable reports events committed by the log writer, in order, and
 	// the notes of the ops they belonged to.
 	durable struct {
+		gen    uint64
 		events []*persistence.Event
 		notes  []any
 	}
@@ -33,9 +35,15 @@ type (
 	// unsubscribeCmd removes one.
 	unsubscribeCmd struct{ sub *Subscription }
 	// execStarted tells the actor which exec runs the current turn.
-	execStarted struct{ execID string }
+	execStarted struct {
+		gen    uint64
+		execID string
+	}
 	// workPanicked reports a panic in a work goroutine.
-	workPanicked struct{ reason string }
+	workPanicked struct {
+		gen    uint64
+		reason string
+	}
 
 	// Notes (delivered through durable once their op committed).
 

@@ -16,10 +16,11 @@ import (
 // provisionRun prepares a session's sandbox in the eight stages of
 // aod-api.md §7.1, each logged as started/done/failed stage events.
 type provisionRun struct {
-	a       *sessionActor
-	s       *persistence.Session
-	t       *persistence.Turn
-	created bool
+	a             *sessionActor
+	s             *persistence.Session
+	t             *persistence.Turn
+	created       bool
+	createStarted bool
 
 	agent   *persistence.Agent
 	env     *persistence.Environment
@@ -47,15 +48,28 @@ func (a *sessionActor) provision(ctx context.Context, s *persistence.Session, t 
 		})
 	case a.ctx.Err() != nil:
 		// Node shutdown: the next start provisions again (D20).
-	case ctx.Err() != nil:
-		// Terminated: the sandbox is destroyed by the terminate path.
+	case ctx.Err() != nil || errors.Is(err, errTerminated):
+		// Terminated. The terminate path destroys the sandbox it knew of;
+		// one this run may have been creating meanwhile is deleted here.
+		if p.createStarted {
+			dctx, cancel := context.WithTimeout(a.ctx, 2*time.Minute)
+			_ = a.m.deps.Backend.Delete(dctx, s.BackendHandle)
+			cancel()
+		}
 		_ = a.writer.submit(a.ctx, &logOp{note: &workFinished{}})
 	default:
 		p.fail(err)
 	}
 }
 
+// errTerminated stops provisioning of a session terminated meanwhile.
+var errTerminated = errors.New("session terminated")
+
 func (p *provisionRun) run(ctx context.Context) error {
+	// A provisioning job that finds the session terminated does nothing.
+	if st, _, err := p.a.m.deps.DB.SessionStatus(ctx, p.s.ID); err == nil && st == persistence.StatusTerminated {
+		return errTerminated
+	}
 	if err := p.load(ctx); err != nil {
 		return &stageError{msg: runtimes.PrepareFailed(err)}
 	}
@@ -69,6 +83,7 @@ func (p *provisionRun) run(ctx context.Context) error {
 				return &stageError{msg: runtimes.CreateSpriteFailed(err)}
 			}
 		}
+		p.createStarted = true
 		if _, err := b.Create(ctx, handle); err != nil {
 			return &stageError{msg: runtimes.CreateSpriteFailed(err)}
 		}

@@ -27,9 +27,10 @@ const (
 // subscribers. Receive never blocks on I/O: loading, provisioning, turns and
 // the log writer run in goroutines that report back by message.
 type sessionActor struct {
-	m   *Manager
-	id  string
-	pid *actor.PID
+	m     *Manager
+	id    string
+	pid   *actor.PID
+	entry *actorEntry // this incarnation's manager entry (gen, writerDone)
 
 	ctx    context.Context // work context, cancelled on stop
 	cancel context.CancelFunc
@@ -45,12 +46,20 @@ type sessionActor struct {
 	workCancel context.CancelFunc // cancels provisioning or the turn
 	execID     string
 	reload     bool // a kick arrived while busy: look for work again after
+	terminated bool // a terminate arrived: start nothing new
+	retiring   bool // the actor asked to stop: it starts nothing new
 	stopped    bool
 }
 
-func newSessionActor(m *Manager, id string) actor.Producer {
-	return func() actor.Receiver { return &sessionActor{m: m, id: id, subs: map[*Subscription]struct{}{}} }
+func newSessionActor(m *Manager, id string, entry *actorEntry) actor.Producer {
+	return func() actor.Receiver {
+		return &sessionActor{m: m, id: id, entry: entry, subs: map[*Subscription]struct{}{}}
+	}
 }
+
+// stale reports a message from a goroutine of a previous incarnation of this
+// session's actor (same PID id, different actor).
+func (a *sessionActor) stale(gen uint64) bool { return gen != a.entry.gen }
 
 // Receive dispatches one message.
 func (a *sessionActor) Receive(c *actor.Context) {
@@ -62,11 +71,15 @@ func (a *sessionActor) Receive(c *actor.Context) {
 	case *loadState:
 		a.load()
 	case *stateLoaded:
-		a.loaded(msg)
+		if !a.stale(msg.gen) {
+			a.loaded(msg)
+		}
 	case *kick:
 		a.onKick()
 	case *durable:
-		a.onDurable(msg)
+		if !a.stale(msg.gen) {
+			a.onDurable(msg)
+		}
 	case *subscribeCmd:
 		a.subscribe(msg.sub)
 	case *unsubscribeCmd:
@@ -74,10 +87,15 @@ func (a *sessionActor) Receive(c *actor.Context) {
 	case *terminateCmd:
 		a.terminate()
 	case *execStarted:
-		a.execID = msg.execID
+		if !a.stale(msg.gen) {
+			a.execID = msg.execID
+		}
 	case *publishCmd:
 		a.publish(msg)
 	case *workPanicked:
+		if a.stale(msg.gen) {
+			return
+		}
 		a.m.log.Error("session work panicked", slog.String("session", a.id), slog.String("panic", msg.reason))
 		a.m.metrics.panics.Inc()
 		a.failWork()
@@ -87,14 +105,19 @@ func (a *sessionActor) Receive(c *actor.Context) {
 func (a *sessionActor) started(c *actor.Context) {
 	a.pid = c.PID()
 	a.ctx, a.cancel = context.WithCancel(context.Background())
-	engine, pid := c.Engine(), c.PID()
+	engine, pid, gen := c.Engine(), c.PID(), a.entry.gen
 	a.writer = newLogWriter(a.m.deps.DB, a.m.log.With(slog.String("session", a.id)),
 		a.m.deps.Config.WriterQueue, a.m.deps.Config.BatchMax,
 		func(events []*persistence.Event, notes []any) {
-			engine.Send(pid, &durable{events: events, notes: notes})
+			engine.Send(pid, &durable{gen: gen, events: events, notes: notes})
 		})
 	a.writer.metrics = a.m.metrics
-	go a.writer.run(a.ctx)
+	a.m.work.Add(1)
+	go func() {
+		defer a.m.work.Done()
+		defer close(a.entry.writerDone)
+		a.writer.run(a.ctx)
+	}()
 	// Load outside Started: Started runs inside Spawn on the caller's
 	// goroutine (go-deps §1).
 	engine.Send(pid, &loadState{})
@@ -118,11 +141,11 @@ func (a *sessionActor) shutdown() {
 // load reads the session and its latest turn in a goroutine.
 func (a *sessionActor) load() {
 	a.phase = phaseLoading
-	engine, pid, db, id := a.m.engine, a.pid, a.m.deps.DB, a.id
+	engine, pid, db, id, gen := a.m.engine, a.pid, a.m.deps.DB, a.id, a.entry.gen
 	go func() {
 		ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
 		defer cancel()
-		msg := &stateLoaded{}
+		msg := &stateLoaded{gen: gen}
 		msg.session, msg.err = db.SessionGet(ctx, 0, id)
 		if msg.err == nil {
 			msg.turn, msg.err = db.TurnLatest(ctx, id)
@@ -144,7 +167,7 @@ func (a *sessionActor) loaded(msg *stateLoaded) {
 		a.m.log.Debug("session actor load", slog.String("session", a.id), slog.String("error", msg.err.Error()))
 		a.phase = phaseIdle
 		a.answerPending(false)
-		a.m.retire(a.id)
+		a.retire()
 		return
 	}
 	a.session = msg.session
@@ -152,6 +175,11 @@ func (a *sessionActor) loaded(msg *stateLoaded) {
 		a.lastID = msg.lastID
 	}
 	s, t := msg.session, msg.turn
+	a.m.log.Debug("session actor loaded", slog.String("session", a.id), slog.String("status", s.Status),
+		slog.Int("turn", t.TurnNumber), slog.String("turn_status", t.Status), slog.Bool("provisioned", s.ProvisionedAt != nil))
+	if a.terminated {
+		s.Status = persistence.StatusTerminated
+	}
 	switch {
 	case s.Status == persistence.StatusPending && s.ProvisionedAt == nil:
 		a.startProvisioning(t)
@@ -162,10 +190,22 @@ func (a *sessionActor) loaded(msg *stateLoaded) {
 	default:
 		a.phase = phaseIdle
 	}
+	if a.phase == phaseIdle && a.reload {
+		// A kick arrived while this load was in flight: look again.
+		a.reload = false
+		a.load()
+		return
+	}
 	a.answerPending(a.phase != phaseIdle)
 	if a.phase == phaseIdle {
-		a.m.retire(a.id)
+		a.retire()
 	}
+}
+
+// retire asks the manager to stop this actor; from now on it starts nothing.
+func (a *sessionActor) retire() {
+	a.retiring = true
+	a.m.retire(a.id)
 }
 
 func (a *sessionActor) answerPending(live bool) {
@@ -183,6 +223,10 @@ func (a *sessionActor) admit(sub *Subscription, live bool) {
 }
 
 func (a *sessionActor) subscribe(sub *Subscription) {
+	if a.retiring {
+		a.admit(sub, false)
+		return
+	}
 	switch a.phase {
 	case phaseLoading:
 		a.pendingSub = append(a.pendingSub, sub)
@@ -209,6 +253,11 @@ func (a *sessionActor) unsubscribe(sub *Subscription) {
 
 // onKick: a new session or turn was queued in the database.
 func (a *sessionActor) onKick() {
+	if a.retiring {
+		// Too late for this actor: its successor picks the work up.
+		a.m.markRekick(a.entry)
+		return
+	}
 	switch a.phase {
 	case phaseIdle:
 		a.load()
@@ -243,10 +292,12 @@ func (a *sessionActor) onDurable(msg *durable) {
 		switch note.(type) {
 		case *provisioned:
 			a.workCancel = nil
-			if a.session != nil && a.session.Status != persistence.StatusTerminated {
-				a.phase = phaseIdle
-				a.load() // picks up the pending turn
+			if a.terminated {
+				a.finishWork()
+				continue
 			}
+			a.phase = phaseIdle
+			a.load() // picks up the pending turn
 		case *workFinished:
 			a.finishWork()
 		}
@@ -263,12 +314,12 @@ func (a *sessionActor) finishWork() {
 	a.execID = ""
 	a.phase = phaseIdle
 	a.closeSubs(false)
-	if a.reload {
+	if a.reload && !a.terminated {
 		a.reload = false
 		a.load()
 		return
 	}
-	a.m.retire(a.id)
+	a.retire()
 }
 
 func (a *sessionActor) closeSubs(lagged bool) {
@@ -288,6 +339,7 @@ func (a *sessionActor) closeSubs(lagged bool) {
 // terminate stops provisioning or the running exec; the sandbox itself is
 // destroyed by the manager.
 func (a *sessionActor) terminate() {
+	a.terminated = true
 	if a.session != nil {
 		a.session.Status = persistence.StatusTerminated
 	}
@@ -309,13 +361,13 @@ func (a *sessionActor) terminate() {
 func (a *sessionActor) goWork(fn func(ctx context.Context)) {
 	ctx, cancel := context.WithCancel(a.ctx)
 	a.workCancel = cancel
-	engine, pid := a.m.engine, a.pid
+	engine, pid, gen := a.m.engine, a.pid, a.entry.gen
 	a.m.work.Add(1)
 	go func() {
 		defer a.m.work.Done()
 		defer func() {
 			if r := recover(); r != nil {
-				engine.Send(pid, &workPanicked{reason: fmt.Sprintf("%v\n%s", r, debug.Stack())})
+				engine.Send(pid, &workPanicked{gen: gen, reason: fmt.Sprintf("%v\n%s", r, debug.Stack())})
 			}
 		}()
 		fn(ctx)
@@ -339,7 +391,7 @@ func (a *sessionActor) startTurn(t *persistence.Turn, recovering bool) {
 // publish appends an output event through the writer without blocking the
 // actor: the submit runs in a goroutine that answers the caller.
 func (a *sessionActor) publish(cmd *publishCmd) {
-	if a.phase != phaseTurn || a.session == nil || a.session.Status == persistence.StatusTerminated {
+	if a.retiring || a.terminated || a.phase != phaseTurn || a.session == nil || a.session.Status == persistence.StatusTerminated {
 		cmd.reply <- publishResult{err: ErrNotRunning}
 		return
 	}

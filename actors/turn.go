@@ -119,7 +119,7 @@ func (r *turnRun) start(ctx context.Context) (sprites.Exec, error) {
 		exec.Close()
 		return nil, err
 	}
-	a.m.engine.Send(a.pid, &execStarted{execID: r.execID})
+	a.m.engine.Send(a.pid, &execStarted{gen: a.entry.gen, execID: r.execID})
 	return exec, nil
 }
 
@@ -145,7 +145,7 @@ func (r *turnRun) reattach(ctx context.Context) (sprites.Exec, error) {
 		return nil, fmt.Errorf("re-attach to the agent process (exec %s): %w", r.t.ExecID, err)
 	}
 	r.execID = r.t.ExecID
-	r.a.m.engine.Send(r.a.pid, &execStarted{execID: r.execID})
+	r.a.m.engine.Send(r.a.pid, &execStarted{gen: r.a.entry.gen, execID: r.execID})
 	return exec, nil
 }
 

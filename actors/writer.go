@@ -22,6 +22,10 @@ type logOp struct {
 	done chan error
 }
 
+// maxCommitAttempts bounds the retries of one batch (backoff 0.1 s tripling,
+// capped at 5 s: about a minute in all).
+const maxCommitAttempts = 15
+
 type turnOffsets struct {
 	turnID         int64
 	stdout, stderr int64
@@ -86,8 +90,21 @@ func (w *logWriter) run(ctx context.Context) {
 			w.drain()
 			return
 		}
+		if ctx.Err() != nil {
+			// Stopping: this op was already queued; commit it with the rest.
+			w.drainFrom(first)
+			return
+		}
 		w.commit(ctx, w.collect(first))
 	}
+}
+
+// drainFrom commits first and everything still queued, then returns.
+func (w *logWriter) drainFrom(first *logOp) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w.commit(ctx, w.collect(first))
+	w.drainCtx(ctx)
 }
 
 // drain commits whatever producers queued before the writer was stopped,
@@ -95,6 +112,10 @@ func (w *logWriter) run(ctx context.Context) {
 func (w *logWriter) drain() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	w.drainCtx(ctx)
+}
+
+func (w *logWriter) drainCtx(ctx context.Context) {
 	for {
 		select {
 		case op := <-w.ch:
@@ -145,11 +166,16 @@ func (w *logWriter) commit(ctx context.Context, batch []*logOp) {
 	}
 	var err error
 	backoff := 100 * time.Millisecond
-	for {
+	for attempt := 1; ; attempt++ {
+		for _, e := range events {
+			e.ID = 0 // a rolled-back insert may have filled them in
+		}
 		if err = w.db.LogAppend(ctx, events, updates...); err == nil {
 			break
 		}
-		if ctx.Err() != nil {
+		// A dead context, a deleted session (foreign key) or a database that
+		// stays down for about a minute end the retries.
+		if ctx.Err() != nil || persistence.IsPermanent(err) || attempt >= maxCommitAttempts {
 			break
 		}
 		w.log.Warn("session log append failed; retrying", slog.String("error", err.Error()), slog.Duration("in", backoff))
@@ -166,6 +192,8 @@ func (w *logWriter) commit(ctx context.Context, batch []*logOp) {
 	}
 	if err != nil {
 		w.log.Error("session log append abandoned", slog.String("error", err.Error()), slog.Int("events", len(events)))
+		// The notes still reach the actor, so it can finish and retire.
+		w.onDurable(nil, notes)
 		return
 	}
 	if w.metrics != nil && len(events) > 0 {

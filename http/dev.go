@@ -13,9 +13,6 @@ import (
 // body becomes one stdout output event of the running turn, through the
 // same writer and fan-out as exec output. Only loopback clients reach it.
 func (s *Server) devPublish(c *fiber.Ctx, p *principal) error {
-	if ip := net.ParseIP(c.Context().RemoteIP().String()); ip == nil || !ip.IsLoopback() {
-		return errNotFound
-	}
 	sess, err := s.db.SessionGet(c.UserContext(), p.UserID, c.Params("id"))
 	if err != nil {
 		return s.sessionNotFound(err)
@@ -31,4 +28,12 @@ func (s *Server) devPublish(c *fiber.Ctx, p *principal) error {
 		return err
 	}
 	return writeJSON(c, fiber.StatusCreated, map[string]any{"id": id})
+}
+
+// loopbackOnly hides a route from every client not on the loopback.
+func loopbackOnly(c *fiber.Ctx) error {
+	if ip := net.ParseIP(c.Context().RemoteIP().String()); ip == nil || !ip.IsLoopback() {
+		return errNotFound
+	}
+	return c.Next()
 }

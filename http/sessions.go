@@ -45,6 +45,8 @@ func (s *Server) sessionRoutes() {
 	s.view("/sessions/:id/delete", true, map[string]handlerFunc{fiber.MethodDelete: s.sessionDelete})
 	s.view("/sessions/:id/stream", false, map[string]handlerFunc{fiber.MethodGet: s.stream})
 	if s.cfg.DevPublish {
+		// Non-loopback clients get 404 before authentication (D19).
+		s.app.Use("/dev", loopbackOnly)
 		s.view("/dev/sessions/:id/output", true, map[string]handlerFunc{fiber.MethodPost: s.devPublish})
 	}
 }
@@ -239,11 +241,11 @@ func (s *Server) sessionGet(c *fiber.Ctx, p *principal) error {
 	if err != nil {
 		return s.sessionNotFound(err)
 	}
-	rs, err := s.db.SessionResources(c.UserContext(), sess.ID)
+	rs, err := s.db.SessionResourcesMany(c.UserContext(), []string{sess.ID})
 	if err != nil {
 		return err
 	}
-	return writeJSON(c, fiber.StatusOK, renderSession(sess, rs))
+	return writeJSON(c, fiber.StatusOK, renderSession(sess, rs[sess.ID]))
 }
 
 func (s *Server) sessionTurns(c *fiber.Ctx, p *principal) error {
@@ -365,15 +367,11 @@ func (s *Server) sessionTerminate(c *fiber.Ctx, p *principal) error {
 }
 
 func (s *Server) sessionDelete(c *fiber.Ctx, p *principal) error {
-	ctx := c.UserContext()
-	sess, err := s.db.SessionGet(ctx, p.UserID, c.Params("id"))
-	if err != nil {
-		return s.sessionNotFound(err)
-	}
-	if sess.Active() {
+	sess, err := s.db.SessionDelete(c.UserContext(), p.UserID, c.Params("id"))
+	if errors.Is(err, persistence.ErrSessionActive) {
 		return errSessionDeleteActive
 	}
-	if err := s.db.SessionDelete(ctx, p.UserID, sess.ID); err != nil {
+	if err != nil {
 		return s.sessionNotFound(err)
 	}
 	if sess.BackendHandle != "" && s.deps.Sessions != nil {

@@ -179,11 +179,16 @@ func (st *streamState) catchUp(ctx context.Context, w *bufio.Writer) (int, error
 	}
 }
 
-// terminal writes the terminal event if the session's work is over and
-// reports whether it did.
+// terminal ends the stream when the session's work is over: it reads the
+// status first, then drains the log, so every event committed before the
+// terminal status (D7: in the same transaction or earlier) is sent before
+// the terminal event. It reports whether it ended the stream.
 func (st *streamState) terminal(ctx context.Context, w *bufio.Writer) (bool, error) {
 	status, code, err := st.srv.db.SessionStatus(ctx, st.sessionID)
 	if err != nil {
+		return false, err
+	}
+	if _, err := st.catchUp(ctx, w); err != nil {
 		return false, err
 	}
 	switch status {
@@ -221,9 +226,14 @@ func (st *streamState) run(ctx context.Context, w *bufio.Writer) {
 				return
 			}
 		}
+		// Live streams are pushed to; only a stream without a live
+		// subscription polls the log (and retries subscribing).
 		var liveC chan []*persistence.Event
 		if st.live {
 			liveC = st.sub.C
+			poll.Stop()
+		} else {
+			poll.Reset(cfg.SSEPoll)
 		}
 	wait:
 		for {

@@ -236,3 +236,14 @@ func isUniqueViolation(err error) bool {
 	return strings.Contains(s, "SQLSTATE 23505") || strings.Contains(s, "UNIQUE constraint failed") ||
 		strings.Contains(s, "duplicate key value")
 }
+
+// IsPermanent reports an error that retrying cannot fix: a violated foreign
+// key (the session was deleted) or check constraint.
+func IsPermanent(err error) bool {
+	if err == nil {
+		return false
+	}
+	s := err.Error()
+	return strings.Contains(s, "SQLSTATE 23503") || strings.Contains(s, "FOREIGN KEY constraint failed") ||
+		strings.Contains(s, "SQLSTATE 23514") || strings.Contains(s, "violates foreign key")
+}

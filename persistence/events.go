@@ -143,3 +143,19 @@ func FailUnfinishedTurns(sessionID string) Update {
 		return nil
 	}
 }
+
+// SetSessionIfActive updates columns of a session that is still pending or
+// running (an internal failure never rewrites a finished session).
+func SetSessionIfActive(sessionID string, cols map[string]any) Update {
+	return func(ctx context.Context, tx bun.Tx) error {
+		q := tx.NewUpdate().Table("agent_sessions").Where("id = ?", sessionID).Set("updated_at = ?", now()).
+			Where("status IN (?)", bun.In([]string{StatusPending, StatusRunning}))
+		for c, v := range cols {
+			q = q.Set("? = ?", bun.Ident(c), v)
+		}
+		if _, err := q.Exec(ctx); err != nil {
+			return fmt.Errorf("persistence: update session: %w", err)
+		}
+		return nil
+	}
+}

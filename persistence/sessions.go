@@ -413,17 +413,31 @@ func TurnInsert(ctx context.Context, tx bun.Tx, t *Turn) error {
 	return nil
 }
 
-// SessionDelete deletes the caller's session with its turns, logs,
-// resources and secrets (cascade).
-func (db *DB) SessionDelete(ctx context.Context, userID int64, id string) error {
-	res, err := db.bun.NewDelete().Model((*Session)(nil)).Where("id = ?", id).Where("user_id = ?", userID).Exec(ctx)
-	if err != nil {
-		return fmt.Errorf("persistence: delete session: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return ErrNotFound
-	}
-	return nil
+// ErrSessionActive is returned by SessionDelete for a pending or running
+// session.
+var ErrSessionActive = errors.New("persistence: session is active")
+
+// SessionDelete deletes the caller's finished session with its turns, logs,
+// resources and secrets (cascade), under the session's row lock, so it
+// cannot race a new turn. It returns the deleted session (for its sandbox
+// handle); an active session gives ErrSessionActive.
+func (db *DB) SessionDelete(ctx context.Context, userID int64, id string) (*Session, error) {
+	var out *Session
+	err := db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		s, err := db.sessionGet(ctx, tx, userID, id, true)
+		if err != nil {
+			return err
+		}
+		if s.Active() {
+			return ErrSessionActive
+		}
+		if _, err := tx.NewDelete().Model((*Session)(nil)).Where("id = ?", id).Exec(ctx); err != nil {
+			return fmt.Errorf("persistence: delete session: %w", err)
+		}
+		out = s
+		return nil
+	})
+	return out, err
 }
 
 var _ = json.Marshal

@@ -271,7 +271,10 @@ func TestSessionQuotaAndLog(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "terminated", st)
 
-		require.NoError(t, db.SessionDelete(ctx, u.ID, s.ID))
+		_, err = db.SessionDelete(ctx, u.ID, sessions[1].ID)
+		require.ErrorIs(t, err, persistence.ErrSessionActive, "a pending session cannot be deleted")
+		_, err = db.SessionDelete(ctx, u.ID, s.ID)
+		require.NoError(t, err)
 		got, err = db.EventsAfter(ctx, s.ID, 0, 10)
 		require.NoError(t, err)
 		require.Empty(t, got, "delete cascades to the log")

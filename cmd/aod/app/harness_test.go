@@ -123,7 +123,18 @@ func newBackend(t *testing.T, kind backendKind) (sprites.Backend, *spritestest.S
 	fx := sandboxFixtures(t)
 	switch kind {
 	case backendFake:
-		srv := spritestest.NewServer(t, spritestest.Options{RunnerConfig: runner.Config{ExtraBinds: fx.binds}})
+		dir := t.TempDir()
+		srv := spritestest.NewServer(t, spritestest.Options{Dir: dir, RunnerConfig: runner.Config{ExtraBinds: fx.binds}})
+		// After the node stops: close the fake (waiting for its requests)
+		// and remove every sandbox it holds, including one a cancelled
+		// create finished after its sprite was deleted.
+		t.Cleanup(func() {
+			_ = srv.Close()
+			srv.DeleteAll(context.Background())
+			if b, err := local.New(local.Config{Dir: filepath.Join(dir, "sandboxes")}); err == nil {
+				deleteSandboxes(b, filepath.Join(dir, "sandboxes"))
+			}
+		})
 		return srv.Client(), srv
 	default:
 		dir := filepath.Join(t.TempDir(), "sandboxes")
@@ -304,6 +315,10 @@ func (n *node) waitDone(sessionID string, timeout time.Duration) []streamEvent {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	evs := n.stream(ctx, sessionID, "")
+	if ctx.Err() != nil {
+		s, _ := n.app.DB().SessionGet(context.Background(), 0, sessionID)
+		n.t.Logf("session %s: %+v\nnode log:\n%s", sessionID, s, n.logs.String())
+	}
 	require.NoError(n.t, ctx.Err(), "the stream did not reach a terminal event in time")
 	require.NotEmpty(n.t, evs)
 	return evs
