@@ -37,6 +37,7 @@ fuzz: ## each fuzz target briefly, one command each (D22)
 bench: ## the heaviest tests at full scale, then the benchmarks (D22; see docs/benchmarks.md)
 	AOD_BENCH_SCALE=full $(GO) test -timeout 120m -run 'Conformance|Backpressure|ManySubscribers' ./...
 	AOD_BENCH_SCALE=full $(GO) test -run='^$$' -bench=. -timeout 120m ./...
+	$(GO) build -o /tmp/aod ./cmd/aod && $(GO) run ./cmd/aodbench -scale full -aod /tmp/aod
 
 clean: ## remove build output
 	rm -rf bin
