@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -192,7 +193,7 @@ func (m *Manager) Subscribe(ctx context.Context, sessionID string) (sub *Subscri
 		return nil, false, 0, ErrNotOwner
 	}
 	sub = newSubscription(m.deps.Config.SubscriberBuffer)
-	sub.actorID = sessionID
+	sub.actorID = strings.Clone(sessionID)
 	if !m.send(sessionID, &subscribeCmd{sub: sub}, true) {
 		return nil, false, 0, nil
 	}
@@ -219,6 +220,9 @@ func (m *Manager) Unsubscribe(sub *Subscription) {
 // false when there is no running actor. Sends happen under m.mu, so no
 // message is ever queued behind a retiring actor's poison pill.
 func (m *Manager) send(sessionID string, msg any, spawn bool) bool {
+	// Callers may pass strings that alias pooled request buffers (fiber);
+	// the id outlives the request as a map key and an actor's identity.
+	sessionID = strings.Clone(sessionID)
 	for {
 		m.mu.Lock()
 		if m.closing {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/utils"
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
@@ -278,7 +279,7 @@ func promptStateError(status string) error {
 // backend lookup → locked re-check → pending turn → insert.
 func (s *Server) sessionPrompt(c *fiber.Ctx, p *principal) error {
 	ctx := c.UserContext()
-	id := c.Params("id")
+	id := utils.CopyString(c.Params("id"))
 	sess, err := s.db.SessionGet(ctx, p.UserID, id)
 	if err != nil {
 		return s.sessionNotFound(err)
