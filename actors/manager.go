@@ -255,6 +255,9 @@ func (m *Manager) spawnLocked(sessionID string) *actorEntry {
 	e.pid = m.engine.Spawn(newSessionActor(m, sessionID, e), "session",
 		actor.WithID(sessionID),
 		actor.WithMaxRestarts(0),
+		// The inbox grows on demand; the default 1024 slots would be most
+		// of an idle actor's memory.
+		actor.WithInboxSize(16),
 		actor.WithMiddleware(m.recoverMiddleware(sessionID)))
 	return e
 }

@@ -145,6 +145,8 @@ CREATE TABLE session_resources (
     encrypted_token text
 );
 --bun:split
+CREATE INDEX session_resources_session_idx ON session_resources (session_id, position);
+--bun:split
 CREATE TABLE session_secret_env_vars (
     session_id         text PRIMARY KEY REFERENCES agent_sessions(id) ON DELETE CASCADE,
     encrypted_env_vars text NOT NULL
