@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/aodhq/aod/cmd/aod/app"
@@ -101,5 +100,3 @@ func newFlagSet(name string, env Env) *flag.FlagSet {
 	fs.SetOutput(env.Stderr)
 	return fs
 }
-
-var _ = os.Getenv

@@ -3,7 +3,6 @@
 package app
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -239,6 +238,3 @@ func (p *parser) binds(name string) []Bind {
 	}
 	return out
 }
-
-// ErrNoSandbox is wrapped by errors describing an unusable sandbox backend.
-var ErrNoSandbox = errors.New("sandbox backend unavailable")
