@@ -115,6 +115,9 @@ type backendKind string
 const (
 	backendLocal backendKind = "local"
 	backendFake  backendKind = "fake-sprites"
+	// backendMem is the in-memory backend of the benchmarks: no processes,
+	// each turn prints one line and exits 0 at once.
+	backendMem backendKind = "memory"
 )
 
 // newBackend returns a sandbox backend with the fixtures bound in.
@@ -122,6 +125,8 @@ func newBackend(t *testing.T, kind backendKind) (sprites.Backend, *spritestest.S
 	t.Helper()
 	fx := sandboxFixtures(t)
 	switch kind {
+	case backendMem:
+		return newMemBackend(false), nil
 	case backendFake:
 		dir := t.TempDir()
 		srv := spritestest.NewServer(t, spritestest.Options{Dir: dir, RunnerConfig: runner.Config{ExtraBinds: fx.binds}})
