@@ -1,6 +1,7 @@
 package http
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,10 +39,16 @@ func (s *Server) agentRoutes() {
 
 // agentEnvironment resolves an environment an agent is being attached to.
 func (s *Server) agentEnvironment(c *fiber.Ctx, p *principal, id string) error {
+	return s.activeEnvironment(c.UserContext(), p.UserID, id, errEnvAssignArchived)
+}
+
+// activeEnvironment checks that the caller's environment exists (404) and
+// is not archived (archivedErr).
+func (s *Server) activeEnvironment(ctx context.Context, userID int64, id string, archivedErr error) error {
 	if !persistence.ValidUUID(id) {
 		return errEnvNotFound
 	}
-	env, err := s.db.EnvironmentGet(c.UserContext(), p.UserID, id)
+	env, err := s.db.EnvironmentLookup(ctx, userID, id)
 	if errors.Is(err, persistence.ErrNotFound) {
 		return errEnvNotFound
 	}
@@ -49,7 +56,7 @@ func (s *Server) agentEnvironment(c *fiber.Ctx, p *principal, id string) error {
 		return err
 	}
 	if env.ArchivedAt != nil {
-		return errEnvAssignArchived
+		return archivedErr
 	}
 	return nil
 }

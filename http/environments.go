@@ -81,7 +81,7 @@ func (s *Server) environmentList(c *fiber.Ctx, p *principal) error {
 }
 
 func (s *Server) environmentGet(c *fiber.Ctx, p *principal) error {
-	e, err := s.db.EnvironmentGet(c.UserContext(), p.UserID, c.Params("id"))
+	e, err := s.db.EnvironmentLookup(c.UserContext(), p.UserID, c.Params("id"))
 	if err != nil {
 		return envError(err, "")
 	}

@@ -147,18 +147,8 @@ func (s *Server) sessionCreate(c *fiber.Ctx, p *principal) error {
 		envID = req.EnvironmentID
 	}
 	if envID != nil {
-		if !persistence.ValidUUID(*envID) {
-			return errEnvNotFound
-		}
-		env, err := s.db.EnvironmentGet(ctx, p.UserID, *envID)
-		if errors.Is(err, persistence.ErrNotFound) {
-			return errEnvNotFound
-		}
-		if err != nil {
+		if err := s.activeEnvironment(ctx, p.UserID, *envID, errSessionArchivedEnv); err != nil {
 			return err
-		}
-		if env.ArchivedAt != nil {
-			return errSessionArchivedEnv
 		}
 	}
 	rt := agent.Runtime

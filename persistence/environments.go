@@ -120,6 +120,18 @@ func (db *DB) EnvironmentCreate(ctx context.Context, e *Environment) error {
 }
 
 func (db *DB) envGet(ctx context.Context, q bun.IDB, userID int64, id string, lock bool) (*Environment, error) {
+	e, err := db.envGetSealed(ctx, q, userID, id, lock)
+	if err != nil {
+		return nil, err
+	}
+	if e.EnvVars, err = db.openMap(e.SealedEnvVars); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// envGetSealed reads an environment without opening its env vars.
+func (db *DB) envGetSealed(ctx context.Context, q bun.IDB, userID int64, id string, lock bool) (*Environment, error) {
 	e := new(Environment)
 	sel := q.NewSelect().Model(e).Where("id = ?", id).Where("user_id = ?", userID)
 	if lock && db.dialect == "postgres" {
@@ -132,15 +144,18 @@ func (db *DB) envGet(ctx context.Context, q bun.IDB, userID int64, id string, lo
 	if err != nil {
 		return nil, fmt.Errorf("persistence: get environment: %w", err)
 	}
-	if e.EnvVars, err = db.openMap(e.SealedEnvVars); err != nil {
-		return nil, err
-	}
 	return e, nil
 }
 
 // EnvironmentGet returns the caller's environment with its env vars opened.
 func (db *DB) EnvironmentGet(ctx context.Context, userID int64, id string) (*Environment, error) {
 	return db.envGet(ctx, db.bun, userID, id, false)
+}
+
+// EnvironmentLookup returns the caller's environment without decrypting its
+// env vars (EnvVars stays nil): for rendering and existence checks.
+func (db *DB) EnvironmentLookup(ctx context.Context, userID int64, id string) (*Environment, error) {
+	return db.envGetSealed(ctx, db.bun, userID, id, false)
 }
 
 // EnvironmentList returns the caller's non-archived environments, newest
@@ -221,7 +236,7 @@ func (db *DB) EnvironmentVersions(ctx context.Context, userID int64, id string) 
 // pointing at it are detached by the foreign key.
 func (db *DB) EnvironmentDelete(ctx context.Context, userID int64, id string) error {
 	return db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := db.envGet(ctx, tx, userID, id, true); err != nil {
+		if _, err := db.envGetSealed(ctx, tx, userID, id, true); err != nil {
 			return err
 		}
 		n, err := tx.NewSelect().Table("agent_sessions").Where("environment_id = ?", id).Count(ctx)

@@ -206,6 +206,17 @@ func recoveryEnv(t *testing.T, backend string) ([]string, string) {
 	return env, sandboxes
 }
 
+// streamText concatenates the output events of one stream.
+func streamText(evs []map[string]any, stream string) string {
+	var b strings.Builder
+	for _, d := range evs {
+		if d["type"] == "output" && d["stream"] == stream {
+			b.WriteString(d["data"].(string))
+		}
+	}
+	return b.String()
+}
+
 func hasLine(d map[string]any, text string) bool {
 	s, _ := d["data"].(string)
 	return d["type"] == "output" && strings.Contains(s, text)
@@ -244,14 +255,9 @@ func TestCrashRecovery(t *testing.T) {
 			last := evs[len(evs)-1]
 			require.Equal(t, "exit", last["type"], "%v\n%s", last, p2.stderr.String())
 			require.Equal(t, float64(0), last["code"])
-			var out strings.Builder
-			for _, d := range evs {
-				if d["type"] == "output" && d["stream"] == "stdout" {
-					out.WriteString(d["data"].(string))
-				}
-			}
+			out := streamText(evs, "stdout")
 			for i := 1; i <= 80; i++ {
-				require.Equal(t, 1, strings.Count(out.String(), fmt.Sprintf("line %04d\n", i)), "line %d exactly once", i)
+				require.Equal(t, 1, strings.Count(out, fmt.Sprintf("line %04d\n", i)), "line %d exactly once", i)
 			}
 			s := p2.api(t, key, "GET", "/sessions/"+id, nil)
 			require.Equal(t, "completed", s["status"])
@@ -284,14 +290,9 @@ func TestCrashRecoveryExecGone(t *testing.T) {
 			evs := readStream(t, p2.base, key, id, nil)
 			last := evs[len(evs)-1]
 			require.Equal(t, "error", last["type"], "%v", last)
-			var stderr strings.Builder
-			for _, d := range evs {
-				if d["type"] == "output" && d["stream"] == "stderr" {
-					stderr.WriteString(d["data"].(string))
-				}
-			}
-			require.Contains(t, stderr.String(), "turn failed: ")
-			require.Contains(t, stderr.String(), "cannot be re-attached")
+			stderr := streamText(evs, "stderr")
+			require.Contains(t, stderr, "turn failed: ")
+			require.Contains(t, stderr, "cannot be re-attached")
 			s := p2.api(t, key, "GET", "/sessions/"+id, nil)
 			require.Equal(t, "failed", s["status"])
 		})

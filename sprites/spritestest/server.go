@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -645,6 +646,22 @@ func fsPath(p, wd string) (string, bool) {
 	return p, path.IsAbs(p)
 }
 
+// fsTarget resolves an fs request's sprite and absolute path (answering the
+// error itself when either is missing).
+func (s *Server) fsTarget(w http.ResponseWriter, r *http.Request) (spriteMeta, string, url.Values, bool) {
+	m, ok := s.sprite(w, r)
+	if !ok {
+		return m, "", nil, false
+	}
+	q := r.URL.Query()
+	p, ok := fsPath(q.Get("path"), q.Get("workingDir"))
+	if !ok {
+		writeFSError(w, q.Get("path"), fmt.Errorf("path is required: %w", fs.ErrInvalid))
+		return m, "", nil, false
+	}
+	return m, p, q, true
+}
+
 func parseMode(s string, def fs.FileMode) (fs.FileMode, bool) {
 	if s == "" {
 		return def, true
@@ -657,14 +674,8 @@ func parseMode(s string, def fs.FileMode) (fs.FileMode, bool) {
 }
 
 func (s *Server) handleFSWrite(w http.ResponseWriter, r *http.Request) {
-	m, ok := s.sprite(w, r)
+	m, p, q, ok := s.fsTarget(w, r)
 	if !ok {
-		return
-	}
-	q := r.URL.Query()
-	p, ok := fsPath(q.Get("path"), q.Get("workingDir"))
-	if !ok {
-		writeFSError(w, q.Get("path"), fmt.Errorf("path is required: %w", fs.ErrInvalid))
 		return
 	}
 	mode, ok := parseMode(q.Get("mode"), 0o644)
@@ -691,14 +702,8 @@ func (s *Server) handleFSWrite(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleFSRead(w http.ResponseWriter, r *http.Request) {
-	m, ok := s.sprite(w, r)
+	m, p, _, ok := s.fsTarget(w, r)
 	if !ok {
-		return
-	}
-	q := r.URL.Query()
-	p, ok := fsPath(q.Get("path"), q.Get("workingDir"))
-	if !ok {
-		writeFSError(w, q.Get("path"), fmt.Errorf("path is required: %w", fs.ErrInvalid))
 		return
 	}
 	data, err := s.Runner.ReadFile(m.Name, p)
@@ -725,14 +730,8 @@ func statEntry(p string, fi fs.FileInfo) map[string]any {
 // handleFSList answers with one stat entry for the path (the runner does not
 // list directories, so a directory gives its own entry only).
 func (s *Server) handleFSList(w http.ResponseWriter, r *http.Request) {
-	m, ok := s.sprite(w, r)
+	m, p, _, ok := s.fsTarget(w, r)
 	if !ok {
-		return
-	}
-	q := r.URL.Query()
-	p, ok := fsPath(q.Get("path"), q.Get("workingDir"))
-	if !ok {
-		writeFSError(w, q.Get("path"), fmt.Errorf("path is required: %w", fs.ErrInvalid))
 		return
 	}
 	fi, err := s.Runner.Stat(m.Name, p)
