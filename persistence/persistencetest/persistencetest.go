@@ -77,6 +77,43 @@ func PostgresURL(tb testing.TB) string {
 	return pkgURL
 }
 
+// FreshPostgresURL returns the URL of a new database of its own, cloned from
+// the migrated template and dropped when the test ends. Use it where one
+// package database is not enough isolation: a test node recovers every
+// unfinished session in its database, so nodes must not share one.
+func FreshPostgresURL(tb testing.TB) string {
+	tb.Helper()
+	PostgresURL(tb) // makes sure the template exists (or skips/fails)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, ServerURL())
+	require.NoError(tb, err)
+	defer conn.Close(ctx)
+	hash, err := migrationsHash()
+	require.NoError(tb, err)
+	name := fmt.Sprintf("aod_n_%d_%d_%d", os.Getpid(), time.Now().UnixNano()%1e9, counter.Add(1))
+	var lastErr error
+	for attempt := 0; attempt < 50; attempt++ {
+		_, lastErr = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()+" TEMPLATE "+pgx.Identifier{"aod_tmpl_" + hash}.Sanitize())
+		if lastErr == nil || !strings.Contains(lastErr.Error(), "being accessed by other users") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.NoError(tb, lastErr, "create test database")
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if c, err := pgx.Connect(ctx, ServerURL()); err == nil {
+			_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+			_ = c.Close(ctx)
+		}
+	})
+	u, err := withDB(ServerURL(), name)
+	require.NoError(tb, err)
+	return u
+}
+
 // Postgres opens this package's Postgres database.
 func Postgres(tb testing.TB) *persistence.DB {
 	tb.Helper()

@@ -180,7 +180,9 @@ func startNode(t *testing.T, o nodeOpts) *node {
 		"AOD_SSE_HEARTBEAT":    "1s",
 	}
 	if o.dialect == migrations.Postgres {
-		env["DATABASE_URL"] = persistencetest.PostgresURL(t)
+		// A database per node: a node recovers every unfinished session in
+		// its database, so test nodes must not share one.
+		env["DATABASE_URL"] = persistencetest.FreshPostgresURL(t)
 	}
 	for k, v := range o.env {
 		env[k] = v
