@@ -54,8 +54,12 @@ type shimSpec struct {
 	Bwrap []string `json:"bwrap"`
 	// Env is the command's environment.
 	Env []string `json:"env"`
-	// Slirp asks for a new network namespace connected by slirp4netns.
+	// Slirp asks for a new network namespace connected by slirp4netns,
+	// with the egress filter.
 	Slirp bool `json:"slirp"`
+	// Proxy asks for a new network namespace with only lo and the
+	// allow-list proxy on it.
+	Proxy *proxySpec `json:"proxy,omitempty"`
 	// Stdin says the stdin file holds the command's input.
 	Stdin bool `json:"stdin"`
 }
@@ -114,8 +118,11 @@ func (r *Runner) Start(ctx context.Context, name string, spec Spec) (*Proc, erro
 		return nil, fmt.Errorf("start: working directory %q is not absolute", cwd)
 	}
 	network := r.cfg.Network
-	if policy.DenyAll() {
+	switch {
+	case policy.DenyAll():
 		network = "none"
+	case len(policy.Rules) > 0:
+		network = networkProxy
 	}
 	ss := shimSpec{
 		Bwrap: r.bwrapArgs(name, d, network, cwd, spec.Argv),
@@ -130,6 +137,10 @@ func (r *Runner) Start(ctx context.Context, name string, spec Spec) (*Proc, erro
 		},
 		Slirp: network == NetworkPrivate,
 		Stdin: spec.Stdin != nil,
+	}
+	if network == networkProxy {
+		ss.Proxy = &proxySpec{Rules: policy.Rules, Override: r.cfg.EgressHosts}
+		ss.Env = append(ss.Env, proxyEnv()...)
 	}
 
 	id := newExecID()

@@ -48,6 +48,11 @@ type Config struct {
 	ShimArgv []string
 	// ExtraBinds are bound into every sandbox (for tests).
 	ExtraBinds []Bind
+	// EgressHosts, for tests, maps host names to the "ip:port" the
+	// allow-list proxy connects to for them instead of resolving them, so
+	// a test reaches a loopback server by an allowed name. The policy
+	// still decides whether a name is allowed.
+	EgressHosts map[string]string
 	// Logger receives diagnostics; nil means slog.Default().
 	Logger *slog.Logger
 }

@@ -112,7 +112,15 @@ func runShim(dir string, ready *os.File) error {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, out, errf
 	cmd.ExtraFiles = []*os.File{infoW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	slirp, slirpExit, err := startBwrap(cmd, spec.Slirp)
+	netw, err := shimNetwork(spec)
+	if err != nil {
+		infoW.Close()
+		return err
+	}
+	if netw.stop != nil {
+		defer netw.stop()
+	}
+	slirp, slirpExit, err := startBwrap(cmd, netw)
 	infoW.Close()
 	if err != nil {
 		return err
@@ -173,13 +181,14 @@ func writeExit(dir string, code int) error {
 // this makes bwrap, and with it the command, die with the shim and only
 // then.
 //
-// With private set, cmd starts in a new network namespace that
-// slirp4netns connects to the outside (without access to the host's
+// With netw.newNet set, cmd starts in a new network namespace, set up by
+// netw.inside (egress filter or proxy listener) and, with netw.slirp,
+// connected to the outside by slirp4netns (without access to the host's
 // loopback), fully configured before the command runs. The namespace is
 // made on the locked thread; slirp4netns is started from an ordinary
 // thread, in the host's namespace, and exits when the returned file is
 // closed (or this process ends).
-func startBwrap(cmd *exec.Cmd, private bool) (slirp *exec.Cmd, slirpExit *os.File, err error) {
+func startBwrap(cmd *exec.Cmd, netw netSetup) (slirp *exec.Cmd, slirpExit *os.File, err error) {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
@@ -196,8 +205,13 @@ func startBwrap(cmd *exec.Cmd, private bool) (slirp *exec.Cmd, slirpExit *os.Fil
 		// namespace, and bwrap's parent-death signal is tied to it.
 		runtime.LockOSThread()
 		var c created
-		if private {
+		if netw.newNet {
 			c.netns, c.err = newNetworkNamespace()
+			if c.err == nil && netw.inside != nil {
+				if c.err = netw.inside(c.netns); c.err != nil {
+					c.netns.Close()
+				}
+			}
 		}
 		createdc <- c
 		if c.err != nil || !<-proceed {
@@ -210,8 +224,10 @@ func startBwrap(cmd *exec.Cmd, private bool) (slirp *exec.Cmd, slirpExit *os.Fil
 	if c.err != nil {
 		return nil, nil, c.err
 	}
-	if private {
+	if netw.newNet {
 		defer c.netns.Close()
+	}
+	if netw.slirp {
 		if slirp, slirpExit, err = startSlirp(c.netns); err != nil {
 			proceed <- false
 			return nil, nil, err
