@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -162,12 +163,19 @@ func installEgressFilter(netns *os.File, host []netip.Addr) error {
 				continue
 			}
 			n := uint32(p.Addr().BitLen() / 8)
-			add(p.String(),
+			match := []expr.Any{
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: fam.daddrAt, Len: n},
 				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: prefixMask(p), Xor: make([]byte, n)},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Masked().Addr().AsSlice()},
+			}
+			// TCP gets a reset, so connect fails at once (ECONNREFUSED);
+			// everything else an ICMP "administratively prohibited".
+			add(p.String(), append(slices.Clone(match),
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
 				&expr.Counter{},
-				fam.reject)
+				&expr.Reject{Type: unix.NFT_REJECT_TCP_RST})...)
+			add(p.String(), append(match, &expr.Counter{}, fam.reject)...)
 		}
 	}
 	if err := c.Flush(); err != nil {

@@ -4,14 +4,26 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"net/http"
+	"net/netip"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
 	"github.com/stretchr/testify/require"
 
 	"github.com/aodhq/aod/sprites"
+	"github.com/aodhq/aod/sprites/egress"
 )
 
 // countingListener accepts TCP connections on addr, answers "pong" and
@@ -69,6 +81,17 @@ while True:
 	t.Cleanup(func() { _ = srv.stop(t.Context()) })
 	waitOutput(t, srv, "listening")
 
+	// The filter is in place before anything leaves the machine: the
+	// off-machine probes below must never run unfiltered.
+	ns := execNetns(t, b.r, b.name)
+	before, err := egressCounters(ns)
+	require.NoError(t, err, "no egress filter in the unrestricted exec's network namespace")
+	for _, p := range egress.Blocked() {
+		require.Contains(t, before, p.String(), "no rule for %s", p)
+	}
+	require.Contains(t, before, ip+"/32", "no rule for the host's own address")
+	require.Contains(t, before, "slirp dns")
+
 	for _, tt := range []struct{ what, host, port string }{
 		{"the host's non-loopback address", ip, ln.port()},
 		{"127.0.0.1 (must be the sandbox's own loopback)", "127.0.0.1", ln.port()},
@@ -80,31 +103,223 @@ while True:
 		require.NotEqual(t, 0, res.code, "unrestricted sandbox reached %s (%s:%s): stdout %q", tt.what, tt.host, tt.port, res.stdout)
 	}
 	require.Zero(t, ln.accepted.Load(), "the host listener on 0.0.0.0:%s accepted connections from the sandbox", ln.port())
+
+	// Addresses off this machine: each attempt is rejected inside the
+	// namespace by its range's rule (the counter moves), so it fails at
+	// once and nothing is sent out. Each exec has its own namespace: the
+	// probes run in one exec, whose counters are read while it waits.
+	probes := []struct{ host, rule string }{
+		{"169.254.169.254", "169.254.0.0/16"},
+		{"10.20.30.40", "10.0.0.0/8"},
+		{"172.16.0.1", "172.16.0.0/12"},
+		{"192.168.1.1", "192.168.0.0/16"},
+		{"100.64.0.1", "100.64.0.0/10"},
+		{"10.0.2.3", "10.0.0.0/8"}, // slirp's DNS, but not port 53
+		{ip, ip + "/32"},
+	}
+	var script strings.Builder
+	for i, pr := range probes {
+		// The filter's counters must be read before anything could leave:
+		// wait for the test's go-ahead (a file) before the off-machine ones.
+		if i == 0 {
+			script.WriteString("echo ready; while [ ! -e /tmp/go ]; do sleep 0.05; done\n")
+		}
+		fmt.Fprintf(&script, "s=$(date +%%s%%N); timeout 5 bash -c 'exec 3<>/dev/tcp/%s/80' 2>/dev/null; echo \"%s $? $(( ($(date +%%s%%N)-s)/1000000 ))\"\n", pr.host, pr.host)
+	}
+	script.WriteString("echo done; exec sleep 60\n")
+	p, err := b.r.Start(t.Context(), b.name, Spec{Argv: []string{"bash", "-c", script.String()}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.stop(context.Background()) })
+	waitOutput(t, p, "ready")
+	pns := execNetnsOf(t, p)
+	was, err := egressCounters(pns)
+	require.NoError(t, err, "no egress filter: not sending probes off the machine")
+	require.NoError(t, b.r.WriteFile(b.name, "/tmp/go", nil, 0o644))
+	out := waitOutput(t, p, "done")
+	t.Logf("probes: %s", out)
+	now, err := egressCounters(pns)
+	require.NoError(t, err)
+	results := map[string][2]int{}
+	for _, line := range strings.Split(out, "\n") {
+		var host string
+		var code, ms int
+		if n, _ := fmt.Sscanf(line, "%s %d %d", &host, &code, &ms); n == 3 {
+			results[host] = [2]int{code, ms}
+		}
+	}
+	for _, pr := range probes {
+		res, ok := results[pr.host]
+		require.True(t, ok, "no result for %s in %q", pr.host, out)
+		require.NotEqual(t, 0, res[0], "unrestricted sandbox connected to %s:80", pr.host)
+		require.Less(t, res[1], 3000, "connection to %s:80 took %d ms: not rejected at once", pr.host, res[1])
+	}
+	want := map[string]uint64{}
+	for _, pr := range probes {
+		want[pr.rule]++
+	}
+	for rule, n := range want {
+		require.GreaterOrEqual(t, now[rule]-was[rule], n, "the %s rule did not reject the probes to its range (counters before %v, after %v)", rule, was, now)
+	}
+}
+
+// TestEgressFilterImmutable tries, from inside an unrestricted sandbox, to
+// change the filter, the routes and the links of its namespace.
+func TestEgressFilterImmutable(t *testing.T) {
+	t.Parallel()
+	for _, tool := range []string{"nft", "iptables", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed (Debian nftables, iptables, iproute2): cannot attempt it inside", tool)
+		}
+	}
+	ip := hostIPv4(t)
+	ln := listenCounting(t, "0.0.0.0:0")
+	b := setup(t, NetworkPrivate)
+	p, err := b.r.Start(t.Context(), b.name, Spec{Argv: []string{"bash", "-c", `
+		try() { out=$("$@" 2>&1); echo "$* => $? $out"; }
+		try nft flush ruleset
+		try nft delete table ip ` + egressTable + `
+		try iptables -F
+		try iptables -P OUTPUT ACCEPT
+		try ip route del default
+		try ip link set tap0 down
+		try ip addr add 192.0.2.77/32 dev lo
+		try unshare -n true
+		exec 3<>/dev/tcp/` + ip + `/` + ln.port() + ` && echo "host reached" || echo "host not reached"
+		echo done
+		exec sleep 60`}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.stop(context.Background()) })
+	out := waitOutput(t, p, "done")
+	t.Logf("attempts inside:\n%s", out)
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if cmd, rest, ok := strings.Cut(line, " => "); ok {
+			require.False(t, strings.HasPrefix(rest, "0 "), "%q succeeded inside the sandbox: %s", cmd, line)
+		}
+	}
+	require.Contains(t, out, "host not reached\n")
+	require.Zero(t, ln.accepted.Load())
+	// The rules are all still there.
+	counters, err := egressCounters(execNetnsOf(t, p))
+	require.NoError(t, err)
+	for _, pf := range egress.Blocked() {
+		require.Contains(t, counters, pf.String())
+	}
 }
 
 func TestEgressAllowList(t *testing.T) {
 	t.Parallel()
 	ip := hostIPv4(t)
 	ln := listenCounting(t, "0.0.0.0:0")
-	b := setup(t, NetworkPrivate)
-	require.NoError(t, b.r.SetPolicy(b.name, sprites.NetworkPolicy{Rules: []sprites.Rule{
-		{Domain: "allowed.test", Action: "allow"}, {Domain: "*", Action: "deny"}}}))
+	srv := httpTestServer(t)
+	hosts := map[string]string{}
+	for _, h := range []string{"allowed.test", "a.wild.test", "b.c.wild.test", "wild.test", "a.wild.test.evil", "notallowed.test"} {
+		hosts[h] = srv.addr
+	}
+	r, err := New(Config{Dir: t.TempDir(), Network: NetworkPrivate, Logger: testLogger(t), EgressHosts: hosts})
+	require.NoError(t, err)
+	name := randomName(t)
+	createSandbox(t, r, name)
+	require.NoError(t, r.SetPolicy(name, sprites.NetworkPolicy{Rules: []sprites.Rule{
+		{Domain: "allowed.test", Action: "allow"}, {Domain: "*.wild.test", Action: "allow"},
+		{Domain: "localhost", Action: "allow"}, {Domain: "*", Action: "deny"}}}))
 
-	// Direct TCP, bypassing the proxy.
-	res := run(t, b.r, b.name, tcpProbe(ip, ln.port()))
+	curl := func(args ...string) result {
+		return run(t, r, name, Spec{Argv: append([]string{"curl", "-sS", "-f", "--max-time", "10"}, args...)})
+	}
+	for _, tt := range []struct {
+		what string
+		args []string
+		host string // answering Host, "" when it must fail
+	}{
+		{"HTTP CONNECT to an allowed name", []string{"-p", "http://allowed.test:8080/x"}, "allowed.test:8080"},
+		{"SOCKS5 to an allowed name", []string{"--socks5-hostname", ProxyAddr, "http://allowed.test/x"}, "allowed.test"},
+		{"forwarded HTTP to an allowed name", []string{"http://allowed.test/x"}, "allowed.test"},
+		{"CONNECT to a wildcard name", []string{"-p", "http://a.wild.test/x"}, "a.wild.test"},
+		{"SOCKS5 to a deeper wildcard name", []string{"--socks5-hostname", ProxyAddr, "http://b.c.wild.test/x"}, "b.c.wild.test"},
+		{"CONNECT to a name not allowed", []string{"-p", "http://notallowed.test/x"}, ""},
+		{"SOCKS5 to a name not allowed", []string{"--socks5-hostname", ProxyAddr, "http://notallowed.test/x"}, ""},
+		{"forwarded HTTP to a name not allowed", []string{"http://notallowed.test/x"}, ""},
+		{"the wildcard's apex", []string{"-p", "http://wild.test/x"}, ""},
+		{"a wildcard mismatch", []string{"-p", "http://a.wild.test.evil/x"}, ""},
+		{"CONNECT to a raw IP", []string{"-p", "http://" + srv.addr + "/x"}, ""},
+		{"forwarded HTTP to a raw IP", []string{"http://" + srv.addr + "/x"}, ""},
+		{"SOCKS5 to a raw IP", []string{"--socks5", ProxyAddr, "http://" + srv.addr + "/x"}, ""},
+		{"an allowed name resolving to loopback (rebinding)", []string{"-p", "http://localhost:" + ln.port() + "/x"}, ""},
+		{"no proxy: direct to the host", []string{"--noproxy", "*", "http://" + ip + ":" + ln.port() + "/x"}, ""},
+	} {
+		before := srv.requests.Load()
+		res := curl(tt.args...)
+		if tt.host == "" {
+			require.NotEqual(t, 0, res.code, "%s succeeded: %+v", tt.what, res)
+			require.Equal(t, before, srv.requests.Load(), "%s reached the test server", tt.what)
+			continue
+		}
+		require.Equal(t, 0, res.code, "%s failed: %+v", tt.what, res)
+		require.Equal(t, "hello "+tt.host+"\n", res.stdout, tt.what)
+	}
+
+	// Every other path is closed: raw TCP, DNS, any interface but lo.
+	res := run(t, r, name, tcpProbe(ip, ln.port()))
 	require.NotEqual(t, 0, res.code, "allow-list sandbox reached %s:%s directly: %q", ip, ln.port(), res.stdout)
-	// DNS.
-	res = run(t, b.r, b.name, Spec{Argv: []string{"timeout", "5", "getent", "hosts", "deb.debian.org"}})
+	res = run(t, r, name, tcpProbe("10.0.2.2", ln.port()))
+	require.NotEqual(t, 0, res.code, "allow-list sandbox reached 10.0.2.2:%s: %q", ln.port(), res.stdout)
+	res = run(t, r, name, Spec{Argv: []string{"timeout", "5", "getent", "hosts", "deb.debian.org"}})
 	require.NotEqual(t, 0, res.code, "allow-list sandbox resolved a name: %q", res.stdout)
-	// Only lo.
-	res = run(t, b.r, b.name, sh(`tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '`))
+	res = run(t, r, name, Spec{Argv: []string{"timeout", "5", "bash", "-c", "echo x > /dev/udp/10.0.2.3/53"}})
+	require.NotEqual(t, 0, res.code, "allow-list sandbox sent a DNS packet: %+v", res)
+	res = run(t, r, name, sh(`tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '`))
 	require.Equal(t, "lo\n", res.stdout)
-	// The proxy answers inside.
-	res = run(t, b.r, b.name, Spec{Argv: []string{"timeout", "5", "bash", "-c", `exec 3<>/dev/tcp/127.0.0.1/3128 && echo connected`}})
-	require.Equal(t, "connected\n", res.stdout, "the proxy does not listen inside: %+v", res)
-	res = run(t, b.r, b.name, sh(`env | grep -i _proxy= | sort`))
-	require.Contains(t, res.stdout, "HTTPS_PROXY=http://127.0.0.1:3128\n")
-	require.Zero(t, ln.accepted.Load())
+	res = run(t, r, name, sh(`env | grep -i _proxy= | sort`))
+	require.Equal(t, strings.Join(slices.Sorted(slices.Values(proxyEnv())), "\n")+"\n", res.stdout)
+	require.Zero(t, ln.accepted.Load(), "the host listener accepted a connection from the allow-list sandbox")
+}
+
+// TestEgressDenyAllStaysLoopbackOnly checks that a deny-all policy still
+// gives no proxy and no route: only lo, nothing listening.
+func TestEgressDenyAllStaysLoopbackOnly(t *testing.T) {
+	t.Parallel()
+	b := setup(t, NetworkPrivate)
+	require.NoError(t, b.r.SetPolicy(b.name, sprites.NetworkPolicy{Rules: []sprites.Rule{{Domain: "*", Action: "deny"}}}))
+	res := run(t, b.r, b.name, sh(`tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; env | grep -ic _proxy=`))
+	require.Equal(t, "lo\n0\n", res.stdout)
+	res = run(t, b.r, b.name, tcpProbe("127.0.0.1", "3128"))
+	require.NotEqual(t, 0, res.code, "something listens on the proxy port of a deny-all sandbox")
+}
+
+// testHTTPServer answers "hello <Host>" and counts requests.
+type testHTTPServer struct {
+	addr     string
+	requests atomic.Int64
+}
+
+func httpTestServer(t *testing.T) *testHTTPServer {
+	t.Helper()
+	s := &testHTTPServer{}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.requests.Add(1)
+		fmt.Fprintf(w, "hello %s\n", r.Host)
+	}))
+	t.Cleanup(hs.Close)
+	s.addr = hs.Listener.Addr().String()
+	return s
+}
+
+// execNetns starts a long-running exec in the sandbox and returns the
+// path of its network namespace.
+func execNetns(t *testing.T, r *Runner, name string) string {
+	t.Helper()
+	p, err := r.Start(t.Context(), name, Spec{Argv: []string{"sleep", "120"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.stop(context.Background()) })
+	return execNetnsOf(t, p)
+}
+
+func execNetnsOf(t *testing.T, p *Proc) string {
+	t.Helper()
+	rec, err := p.readPid()
+	require.NoError(t, err)
+	require.NotZero(t, rec.Init)
+	return fmt.Sprintf("/proc/%d/ns/net", rec.Init)
 }
 
 // freePort returns a TCP port that was free a moment ago.
@@ -117,7 +332,7 @@ func freePort(t *testing.T) int {
 }
 
 // waitOutput waits until p's stdout contains want.
-func waitOutput(t *testing.T, p *Proc, want string) {
+func waitOutput(t *testing.T, p *Proc, want string) string {
 	t.Helper()
 	ctx, cancel := contextWithTestTimeout(t)
 	defer cancel()
@@ -133,6 +348,7 @@ func waitOutput(t *testing.T, p *Proc, want string) {
 		return nil
 	})
 	require.ErrorIs(t, err, errFound, "waiting for %q, got %q", want, out)
+	return string(out)
 }
 
 var (
@@ -146,4 +362,80 @@ func contextWithTestTimeout(t *testing.T) (context.Context, context.CancelFunc) 
 
 func containsLine(out []byte, line string) bool {
 	return bytes.Contains(append([]byte("\n"), out...), []byte("\n"+line+"\n"))
+}
+
+// egressCounters reads the packet counters of the egress filter in the
+// network namespace at path, by rule comment ("10.0.0.0/8", "slirp dns",
+// ...; IPv4 and IPv6 rules). It fails when the filter is missing.
+func egressCounters(path string) (map[string]uint64, error) {
+	ns, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns.Fd())))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]uint64{}
+	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
+		t := &nftables.Table{Name: egressTable, Family: fam}
+		rules, err := c.GetRules(t, &nftables.Chain{Name: "output", Table: t})
+		if err != nil {
+			return nil, fmt.Errorf("egress filter (family %d): %w", fam, err)
+		}
+		if len(rules) == 0 {
+			return nil, fmt.Errorf("egress filter (family %d) has no rules", fam)
+		}
+		for _, r := range rules {
+			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			for _, e := range r.Exprs {
+				if ctr, ok := e.(*expr.Counter); ok {
+					out[comment] += ctr.Packets
+				}
+			}
+			if _, ok := out[comment]; !ok {
+				out[comment] = 0
+			}
+		}
+	}
+	return out, nil
+}
+
+// TestEgressRules checks the filter as installed in an unrestricted
+// exec's namespace: the output chains accept by default (the internet),
+// and no rule's range holds a public address.
+func TestEgressRules(t *testing.T) {
+	t.Parallel()
+	b := setup(t, NetworkPrivate)
+	ns, err := os.Open(execNetns(t, b.r, b.name))
+	require.NoError(t, err)
+	defer ns.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns.Fd())))
+	require.NoError(t, err)
+	chains, err := c.ListChains()
+	require.NoError(t, err)
+	var names []string
+	for _, ch := range chains {
+		names = append(names, fmt.Sprintf("%d/%s/%s", ch.Table.Family, ch.Table.Name, ch.Name))
+		require.NotNil(t, ch.Policy)
+		require.Equal(t, nftables.ChainPolicyAccept, *ch.Policy, "chain %s", ch.Name)
+	}
+	require.ElementsMatch(t, []string{
+		fmt.Sprintf("%d/%s/output", nftables.TableFamilyIPv4, egressTable),
+		fmt.Sprintf("%d/%s/output", nftables.TableFamilyIPv6, egressTable),
+	}, names)
+	counters, err := egressCounters(execNetns(t, b.r, b.name))
+	require.NoError(t, err)
+	public := []netip.Addr{netip.MustParseAddr("1.1.1.1"), netip.MustParseAddr("140.82.112.3"), netip.MustParseAddr("2606:4700::1111")}
+	for comment := range counters {
+		pf, err := netip.ParsePrefix(comment)
+		if err != nil {
+			require.Contains(t, []string{"lo", "slirp dns"}, comment)
+			continue
+		}
+		for _, a := range public {
+			require.False(t, pf.Contains(a), "rule %s blocks the public address %s", pf, a)
+		}
+	}
 }

@@ -524,11 +524,14 @@ func TestNetwork(t *testing.T) {
 
 	t.Run("PrivateOutbound", func(t *testing.T) {
 		t.Parallel()
-		ip := hostIPv4(t)
+		// The way out is slirp's default route. (The host's own address,
+		// which this test used to connect to, is filtered since issue 10:
+		// see TestEgressUnrestricted. No test sends traffic off the
+		// machine, so "reaches the internet" is this route plus a filter
+		// whose rules name only blocked ranges, see TestEgressRules.)
 		b := setup(t, NetworkPrivate)
-		port := listenTCP(t, ip+":0")
-		res := run(t, b.r, b.name, Spec{Argv: []string{"timeout", "5", "bash", "-c", "echo > /dev/tcp/" + ip + "/" + port}})
-		require.Equal(t, 0, res.code, "stderr: %s", res.stderr)
+		res := run(t, b.r, b.name, sh(`awk '$2 == "00000000" { print $1, $3 }' /proc/net/route`))
+		require.Equal(t, result{stdout: "tap0 0202000A\n"}, res, "no default route via 10.0.2.2 on tap0")
 	})
 
 	t.Run("HostSharesNetwork", func(t *testing.T) {
