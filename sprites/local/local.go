@@ -1,8 +1,9 @@
 // Package local implements [sprites.Backend] with sandboxes on this
 // machine, run by package runner under bubblewrap: a per-sandbox overlay
 // over the host's system directories, uid 1000 "sprite" in a user namespace,
-// a private network through slirp4netns (or the host's, or none for a
-// deny-all policy), and execs that outlive the aod process and can be
+// a private network through slirp4netns with egress filtering (or the
+// host's), only lo for a deny-all policy, an allow-list proxy for a policy
+// with allow rules, and execs that outlive the aod process and can be
 // re-attached from any byte offset. See package runner for the details.
 //
 // Programs using this package must call runner.MaybeRunShim first in main
@@ -25,12 +26,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/aodhq/aod/sprites"
+	"github.com/aodhq/aod/sprites/egress"
 	"github.com/aodhq/aod/sprites/runner"
 )
-
-// ErrAllowListUnsupported is returned by SetNetworkPolicy for a policy with
-// allow rules or includes, which the local backend cannot enforce.
-var ErrAllowListUnsupported = errors.New("host allow-lists are not supported by the local backend")
 
 // errClosed is returned by Next after Close.
 var errClosed = errors.New("local: exec stream closed")
@@ -50,6 +48,9 @@ type Config struct {
 	ShimArgv []string
 	// ExtraBinds are bound into every sandbox (for tests).
 	ExtraBinds []runner.Bind
+	// EgressHosts maps names to test servers for the allow-list proxy (for
+	// tests; see runner.Config).
+	EgressHosts map[string]string
 	// Logger receives diagnostics; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -65,11 +66,12 @@ var _ sprites.Backend = (*Backend)(nil)
 // the host; call Check for that.
 func New(cfg Config) (*Backend, error) {
 	r, err := runner.New(runner.Config{
-		Dir:        cfg.Dir,
-		Network:    cfg.Network,
-		ShimArgv:   cfg.ShimArgv,
-		ExtraBinds: cfg.ExtraBinds,
-		Logger:     cfg.Logger,
+		Dir:         cfg.Dir,
+		Network:     cfg.Network,
+		ShimArgv:    cfg.ShimArgv,
+		ExtraBinds:  cfg.ExtraBinds,
+		EgressHosts: cfg.EgressHosts,
+		Logger:      cfg.Logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("local backend: %w", err)
@@ -126,15 +128,14 @@ func (b *Backend) Chmod(ctx context.Context, name, path string, mode fs.FileMode
 	return mapErr("chmod", b.r.Chmod(name, path, mode))
 }
 
-// SetNetworkPolicy applies the policy to commands started afterwards.
-// Unrestricted (no rules) and deny-all policies are supported; a policy with
-// allow rules or includes fails with ErrAllowListUnsupported, whose message
-// is exactly "host allow-lists are not supported by the local backend".
+// SetNetworkPolicy applies the policy to commands started afterwards:
+// no rules is unrestricted (internet only, see package runner), a deny-all
+// policy leaves only lo, and an allow-list is enforced by the sandbox's
+// egress proxy (package egress). A rule the backend cannot apply (see
+// egress.Validate) fails with a message naming it.
 func (b *Backend) SetNetworkPolicy(ctx context.Context, name string, policy sprites.NetworkPolicy) error {
-	for _, r := range policy.Rules {
-		if r.Action == "allow" || r.Include != "" {
-			return ErrAllowListUnsupported
-		}
+	if err := egress.Validate(policy); err != nil {
+		return fmt.Errorf("invalid network policy: %w", err)
 	}
 	return mapErr("set network policy", b.r.SetPolicy(name, policy))
 }

@@ -415,12 +415,28 @@ func TestBackend(t *testing.T) {
 		t.Parallel()
 		tb := setup(t, runner.NetworkPrivate)
 		ctx := t.Context()
-		for _, p := range []sprites.NetworkPolicy{
-			{Rules: []sprites.Rule{{Domain: "api.github.com", Action: "allow"}, {Domain: "*", Action: "deny"}}},
-			{Rules: []sprites.Rule{{Include: "defaults"}, {Domain: "*", Action: "deny"}}},
+		// Rules the backend cannot apply are refused with the reason (D3
+		// used to refuse every allow-list: issue 10 enforces them).
+		for p, want := range map[string]sprites.NetworkPolicy{
+			`invalid network policy: rule 0: unknown include "everything" (known: "defaults")`: {Rules: []sprites.Rule{{Include: "everything"}}},
+			`invalid network policy: rule 1: invalid domain "bad domain"`:                      {Rules: []sprites.Rule{{Domain: "a.com", Action: "allow"}, {Domain: "bad domain", Action: "allow"}}},
 		} {
-			require.EqualError(t, tb.b.SetNetworkPolicy(ctx, tb.name, p), "host allow-lists are not supported by the local backend")
+			require.EqualError(t, tb.b.SetNetworkPolicy(ctx, tb.name, want), p)
 		}
+		// Allow-lists are accepted and recorded.
+		for _, p := range []sprites.NetworkPolicy{
+			{Rules: []sprites.Rule{{Include: "defaults"}, {Domain: "*", Action: "deny"}}},
+			{Rules: []sprites.Rule{{Domain: "api.github.com", Action: "allow"}, {Domain: "*", Action: "deny"}}},
+		} {
+			require.NoError(t, tb.b.SetNetworkPolicy(ctx, tb.name, p))
+			got, err := tb.b.Runner().Policy(tb.name)
+			require.NoError(t, err)
+			require.Equal(t, p, got)
+		}
+		// ...and enforced: only lo, and the proxy refuses what is not allowed.
+		res := run(t, tb, sprites.ExecRequest{Argv: []string{"bash", "-c",
+			`tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; curl -sS --max-time 10 -o /dev/null -w '%{http_code}\n' http://example.org/`}})
+		require.Equal(t, "lo\n403\n", res.stdout, "stderr: %s", res.stderr)
 		// Unrestricted: slirp4netns gives a tap device.
 		require.NoError(t, tb.b.SetNetworkPolicy(ctx, tb.name, sprites.NetworkPolicy{}))
 		ifaces := sh(`tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort`)

@@ -64,6 +64,7 @@ func Conformance(t *testing.T, h Harness) {
 		name string
 		fn   func(ctx context.Context, t *testing.T)
 	}{
+		{"AllowListNetwork", run.allowListNetwork},
 		{"Chmod", run.chmod},
 		{"ConcurrentExecs", run.concurrentExecs},
 		{"DenyAllNetwork", run.denyAllNetwork},
@@ -443,11 +444,17 @@ func (c *conf) denyAllNetwork(ctx context.Context, t *testing.T) {
 	ln := listenHost(t, "0.0.0.0:0")
 	script := "timeout 10 bash -c " + strconv.Quote(connectScript(ip, ln.port()))
 
-	// Positive control: without a policy the host's address is reachable.
 	open := c.sandbox(ctx, t)
 	res := c.exec(ctx, t, open, bash(script))
-	require.Equal(t, 0, res.code, "unrestricted sandbox should reach %s:%d; stderr: %s", ip, ln.port(), res.stderr)
-	require.Equal(t, "pong\n", string(res.stdout))
+	if os.Getenv("AOD_LOCAL_NETWORK") == "host" {
+		// Positive control: on the host's network its address is reachable.
+		require.Equal(t, 0, res.code, "unrestricted sandbox on the host network should reach %s:%d; stderr: %s", ip, ln.port(), res.stderr)
+		require.Equal(t, "pong\n", string(res.stdout))
+	} else {
+		// Unrestricted is the internet, not the host's own addresses.
+		require.NotEqual(t, 0, res.code, "unrestricted sandbox reached the host's address %s:%d: %s", ip, ln.port(), res.stdout)
+		require.Empty(t, ln.accepted)
+	}
 
 	denied := c.sandbox(ctx, t)
 	require.NoError(t, c.h.Backend().SetNetworkPolicy(ctx, denied, sprites.NetworkPolicy{Rules: []sprites.Rule{{Domain: "*", Action: "deny"}}}))
@@ -459,6 +466,25 @@ func (c *conf) denyAllNetwork(ctx context.Context, t *testing.T) {
 	// Name resolution fails too.
 	res = c.exec(ctx, t, denied, bash(`timeout 10 getent hosts example.com`))
 	require.NotEqual(t, 0, res.code)
+}
+
+// allowListNetwork: under an allow-list the host is not reachable directly
+// and a name that is not allowed cannot be fetched (Sprites refuses its
+// DNS; the local backend's proxy refuses it).
+func (c *conf) allowListNetwork(ctx context.Context, t *testing.T) {
+	ip := hostIP()
+	if ip == "" {
+		t.Skip("no non-loopback IPv4 address on this host to test against")
+	}
+	ln := listenHost(t, "0.0.0.0:0")
+	name := c.sandbox(ctx, t)
+	require.NoError(t, c.h.Backend().SetNetworkPolicy(ctx, name, sprites.NetworkPolicy{Rules: []sprites.Rule{
+		{Domain: "allowed.invalid", Action: "allow"}, {Domain: "*", Action: "deny"}}}))
+	res := c.exec(ctx, t, name, bash("timeout 10 bash -c "+strconv.Quote(connectScript(ip, ln.port()))))
+	require.NotEqual(t, 0, res.code, "allow-list sandbox reached the host directly: %s", res.stdout)
+	res = c.exec(ctx, t, name, bash(`curl -sSf --max-time 10 http://not-allowed.invalid/`))
+	require.NotEqual(t, 0, res.code, "allow-list sandbox fetched a name that is not allowed: %s", res.stdout)
+	require.Empty(t, ln.accepted)
 }
 
 func (c *conf) privateNetworkNoHostLoopback(ctx context.Context, t *testing.T) {

@@ -17,6 +17,7 @@ import (
 	"github.com/aodhq/aod/migrations"
 	"github.com/aodhq/aod/persistence"
 	"github.com/aodhq/aod/sprites"
+	"github.com/aodhq/aod/sprites/local"
 )
 
 func (n *node) agent(body map[string]any) string {
@@ -398,19 +399,21 @@ func TestLimitedNetwork(t *testing.T) {
 				"networking": map[string]any{"type": "limited", "allowed_hosts": []any{"registry.npmjs.org", "github.com"}}}, 201)["id"].(string)
 			id := n.session(n.agent(nil), "p", "environment_id", env)
 			evs := n.waitDone(id, time.Minute)
-			if b == backendLocal {
-				require.Equal(t, "error", evs[len(evs)-1].typ())
-				require.Contains(t, stages(evs), "network_policy:failed")
-				require.Contains(t, outputText(evs, "stderr"),
-					"Failed to apply network policy: host allow-lists are not supported by the local backend")
-				return
-			}
+			// Both backends apply the allow-list (the local backend used to
+			// fail the stage, D3; issue 10 enforces it with its egress proxy).
 			require.Equal(t, "exit", evs[len(evs)-1].typ(), outputText(evs, "stderr"))
 			require.Contains(t, stages(evs), "network_policy:done")
+			want := []sprites.Rule{{Domain: "registry.npmjs.org", Action: "allow"}, {Domain: "github.com", Action: "allow"},
+				{Domain: "*", Action: "deny"}}
+			if b == backendLocal {
+				p, err := n.backend.(*local.Backend).Runner().Policy(n.handle(id))
+				require.NoError(t, err)
+				require.Equal(t, want, p.Rules)
+				return
+			}
 			policies := n.fake.Policies(n.handle(id))
 			require.NotEmpty(t, policies)
-			require.Equal(t, []sprites.Rule{{Domain: "registry.npmjs.org", Action: "allow"}, {Domain: "github.com", Action: "allow"},
-				{Domain: "*", Action: "deny"}}, policies[len(policies)-1].Rules)
+			require.Equal(t, want, policies[len(policies)-1].Rules)
 		})
 	}
 }
