@@ -35,12 +35,33 @@
 //   - NetworkPrivate (the default): each exec gets a new network namespace
 //     with lo and tap0, connected to the outside by slirp4netns
 //     --disable-host-loopback, so services on the host's loopback are not
-//     reachable. The shim configures the namespace before the command
-//     starts.
+//     reachable. Before slirp4netns and bwrap start, the shim installs
+//     nftables output rules in the namespace (tables ip and ip6
+//     "aod_egress") that reject every connection to the host's own
+//     addresses and to the ranges of [egress.Blocked] (private, CGNAT,
+//     link-local with 169.254.169.254, loopback, multicast; fc00::/7,
+//     fe80::/10, ...), TCP with a reset and the rest with ICMP
+//     "administratively prohibited", and accept lo, slirp's DNS
+//     (10.0.2.3:53, UDP and TCP) and everything else: the internet. The
+//     namespace belongs to the host's user namespace, so nothing inside
+//     can change the rules, routes or links.
 //   - NetworkHost: the host's network is shared (development and tests).
 //   - A deny-all policy (see [sprites.NetworkPolicy.DenyAll]) gives an empty
-//     network namespace (only lo), whatever the mode. Other policies are
-//     recorded (Policy returns them) but not enforced.
+//     network namespace (only lo), whatever the mode.
+//   - Any other policy with rules (an allow-list) gives, whatever the mode,
+//     a namespace with only lo and no route out, in which the shim listens
+//     on [ProxyAddr] (the socket is made by a thread inside the namespace)
+//     and serves an HTTP CONNECT / forwarding and SOCKS5 proxy
+//     ([egress.Proxy]) that connects, from the host, only to names the
+//     policy allows (exact names, "*.suffix" wildcards, the "defaults"
+//     preset; most specific rule wins, unmatched names are denied), never
+//     to raw IP addresses, and only to resolved addresses outside the
+//     blocked ranges and the host's own (no DNS rebinding). Every exec
+//     there gets HTTP_PROXY, HTTPS_PROXY, ALL_PROXY (socks5h), NO_PROXY and
+//     their lower-case forms; DNS and every other path are closed. The
+//     proxy has a handshake deadline, bounded buffers and a connection cap
+//     per exec (one exec, one namespace, one proxy). Config.EgressHosts
+//     maps names to test servers for tests.
 //
 // # Execs outlive their owner
 //

@@ -22,7 +22,8 @@ import (
 // Network modes for Config.Network.
 const (
 	// NetworkPrivate gives each exec its own network namespace with outbound
-	// access through slirp4netns; the host's loopback is not reachable.
+	// access through slirp4netns, filtered so that the host's own
+	// addresses, private, link-local and loopback ranges are not reachable.
 	NetworkPrivate = "private"
 	// NetworkHost shares the host's network (development and tests only).
 	NetworkHost = "host"
@@ -471,8 +472,9 @@ func (r *Runner) openPath(name, p string) (*os.Root, string, error) {
 }
 
 // SetPolicy records the sandbox's network policy. It applies to execs
-// started afterwards: a deny-all policy removes the network; any other
-// policy is recorded but not enforced.
+// started afterwards: no rules is the mode's network (NetworkPrivate:
+// filtered egress), a deny-all policy removes the network, any other
+// policy is enforced by the allow-list proxy (see the package doc).
 func (r *Runner) SetPolicy(name string, p sprites.NetworkPolicy) error {
 	d, err := r.existing(name)
 	if err != nil {

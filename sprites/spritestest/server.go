@@ -11,6 +11,13 @@
 // directory (even after the old one was killed with SIGKILL) sees the same
 // sprites and can re-attach to running execs.
 //
+// Like Sprites it accepts every valid network policy and returns it; unlike
+// the fake of D18 before issue 10, it also enforces it, with the runner: a
+// deny-all policy leaves only lo, an allow-list gives the sandbox the
+// runner's egress proxy (allowed names only; Options.RunnerConfig's
+// EgressHosts points names at test servers), and no policy gives the
+// runner's filtered private network.
+//
 // Faults are switched on with [Server.SetFaults] or, from another process,
 // POST /_fake/faults with the JSON form of [Faults]; GET /_fake/requests
 // returns the request log. Both need the bearer token.
