@@ -330,3 +330,55 @@ func TestProxyBounds(t *testing.T) {
 		require.Error(t, err)
 	})
 }
+
+// TestProxyRelay: a client that shuts its side after sending still gets
+// the whole answer; an upstream that closes ends the client's connection
+// even while the client keeps its side open.
+func TestProxyRelay(t *testing.T) {
+	t.Parallel()
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { up.Close() })
+	go func() {
+		for {
+			c, err := up.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				hello := make([]byte, 5)
+				if _, err := io.ReadFull(c, hello); err != nil {
+					return
+				}
+				if string(hello) == "bye!\n" {
+					_, _ = io.WriteString(c, "bye\n")
+					return
+				}
+				n, _ := io.Copy(io.Discard, c)
+				fmt.Fprintf(c, "got %d bytes\n", n+5)
+			}()
+		}
+	}()
+	h := newProxyHarness(t, func(c *ProxyConfig) {
+		c.Override = map[string]string{"allowed.test": up.Addr().String()}
+	})
+
+	status, c, br := h.connect(t, "allowed.test:9")
+	require.Equal(t, "200 Connection established", status)
+	payload := strings.Repeat("x", 300<<10) // several relay buffers
+	_, err = io.WriteString(c, payload)
+	require.NoError(t, err)
+	require.NoError(t, c.(*net.TCPConn).CloseWrite())
+	out, err := io.ReadAll(br)
+	require.NoError(t, err)
+	require.Equal(t, fmt.Sprintf("got %d bytes\n", len(payload)), string(out))
+
+	status, c, br = h.connect(t, "allowed.test:9")
+	require.Equal(t, "200 Connection established", status)
+	_, err = io.WriteString(c, "bye!\n")
+	require.NoError(t, err)
+	out, err = io.ReadAll(br) // ends although this side stays open
+	require.NoError(t, err)
+	require.Equal(t, "bye\n", string(out))
+}

@@ -424,9 +424,9 @@ func (p *Proxy) dial(ctx context.Context, host, port string) (net.Conn, error) {
 }
 
 // relay copies between the client (whose buffered bytes in br go first)
-// and up, each direction until its source ends (then the write side of its
-// destination is shut), fails (then both connections close), or neither
-// direction has moved for IdleTimeout.
+// and up. When the client ends its side, up's write side is shut and the
+// answer still flows; when up ends (or anything fails, or neither
+// direction has moved for IdleTimeout) both connections close.
 func (p *Proxy) relay(c net.Conn, br *bufio.Reader, up net.Conn) {
 	_ = c.SetDeadline(time.Time{})
 	var last atomic.Int64
@@ -436,7 +436,7 @@ func (p *Proxy) relay(c net.Conn, br *bufio.Reader, up net.Conn) {
 		c.Close()
 		up.Close()
 	}
-	cp := func(dst net.Conn, src io.Reader, srcConn net.Conn) {
+	cp := func(dst net.Conn, src io.Reader, srcConn net.Conn, halfClose bool) {
 		defer wg.Done()
 		buf := make([]byte, relayBuffer)
 		for {
@@ -452,12 +452,11 @@ func (p *Proxy) relay(c net.Conn, br *bufio.Reader, up net.Conn) {
 			}
 			switch {
 			case err == nil:
-			case errors.Is(err, io.EOF):
-				if tc, ok := dst.(interface{ CloseWrite() error }); ok {
-					_ = tc.CloseWrite()
-				} else {
-					closeBoth()
+			case errors.Is(err, io.EOF) && halfClose:
+				if tc, ok := dst.(interface{ CloseWrite() error }); ok && tc.CloseWrite() == nil {
+					return
 				}
+				closeBoth()
 				return
 			case isTimeout(err) && time.Since(time.Unix(0, last.Load())) < p.cfg.IdleTimeout:
 				// The other direction is busy.
@@ -468,8 +467,8 @@ func (p *Proxy) relay(c net.Conn, br *bufio.Reader, up net.Conn) {
 		}
 	}
 	wg.Add(2)
-	go cp(up, br, c)
-	go cp(c, up, up)
+	go cp(up, br, c, true)
+	go cp(c, up, up, false)
 	wg.Wait()
 	closeBoth()
 }

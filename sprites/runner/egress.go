@@ -73,11 +73,12 @@ func shimNetwork(spec shimSpec) (netSetup, error) {
 			return netSetup{}, fmt.Errorf("list host addresses: %w", err)
 		}
 		m := egress.NewMatcher(sprites.NetworkPolicy{Rules: spec.Proxy.Rules})
+		logger := slog.New(slog.NewTextHandler(os.Stderr, nil)) // shim.log
 		p := egress.NewProxy(egress.ProxyConfig{
 			Allow:     m.Allowed,
 			HostAddrs: host,
 			Override:  spec.Proxy.Override,
-			Logger:    slog.New(slog.NewTextHandler(os.Stderr, nil)), // shim.log
+			Logger:    logger,
 		})
 		return netSetup{
 			newNet: true,
@@ -89,7 +90,11 @@ func shimNetwork(spec shimSpec) (netSetup, error) {
 				if err != nil {
 					return fmt.Errorf("egress proxy: listen inside the sandbox: %w", err)
 				}
-				go func() { _ = p.Serve(ln) }()
+				go func() {
+					if err := p.Serve(ln); err != nil {
+						logger.Error("egress proxy stopped: the sandbox has no network now", "err", err)
+					}
+				}()
 				return nil
 			},
 			stop: func() { _ = p.Close() },
