@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/aodhq/aod/sprites"
+	"github.com/aodhq/aod/sprites/egress"
 )
 
 // BenchmarkWatchLatency measures the delay between a command writing a
@@ -42,4 +44,54 @@ func BenchmarkWatchLatency(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2])/1e6, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100])/1e6, "p99-ms")
+}
+
+// BenchmarkStartNetwork measures Start to exit of `true` per network kind:
+// private (slirp4netns + egress filter), allow-list (proxy, no slirp),
+// deny-all and host.
+func BenchmarkStartNetwork(b *testing.B) {
+	for _, tt := range []struct {
+		name    string
+		network string
+		policy  sprites.NetworkPolicy
+	}{
+		{"private", NetworkPrivate, sprites.NetworkPolicy{}},
+		{"allowlist", NetworkPrivate, sprites.NetworkPolicy{Rules: []sprites.Rule{{Domain: "a.test", Action: "allow"}, {Domain: "*", Action: "deny"}}}},
+		{"denyall", NetworkPrivate, sprites.NetworkPolicy{Rules: []sprites.Rule{{Domain: "*", Action: "deny"}}}},
+		{"host", NetworkHost, sprites.NetworkPolicy{}},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			r, err := New(Config{Dir: b.TempDir(), Network: tt.network})
+			require.NoError(b, err)
+			ctx := context.Background()
+			require.NoError(b, r.Create(ctx, "bench"))
+			b.Cleanup(func() { require.NoError(b, r.Delete(context.Background(), "bench")) })
+			require.NoError(b, r.SetPolicy("bench", tt.policy))
+			for b.Loop() {
+				p, err := r.Start(ctx, "bench", Spec{Argv: []string{"true"}})
+				require.NoError(b, err)
+				require.NoError(b, p.Watch(ctx, sprites.Offsets{}, func(sprites.Event) error { return nil }))
+			}
+		})
+	}
+}
+
+// BenchmarkEgressFilterInstall measures installing the egress filter in a
+// new network namespace (the cost the filter adds to each private exec).
+func BenchmarkEgressFilterInstall(b *testing.B) {
+	host, err := egress.HostAddrs()
+	require.NoError(b, err)
+	for b.Loop() {
+		errc := make(chan error, 1)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread leaves the host's namespace and ends with the goroutine
+			ns, err := newNetworkNamespace()
+			if err == nil {
+				err = installEgressFilter(ns, host)
+				ns.Close()
+			}
+			errc <- err
+		}()
+		require.NoError(b, <-errc)
+	}
 }
