@@ -34,8 +34,9 @@ func CreateSpriteFailed(err error) string { return "Failed to create Sprite: " +
 // reference does): "Failed to prepare Sprite: <err>".
 func PrepareFailed(err error) string { return "Failed to prepare Sprite: " + errText(err) }
 
-// NetworkPolicyFailed is the network_policy failure message when aod itself
-// refuses the policy (decisions D3, local backend with an allow-list):
+// NetworkPolicyFailed is the network_policy failure message when the
+// backend refuses the policy (the local backend for a rule it cannot apply,
+// such as an allowed host that is not a host name):
 // "Failed to apply network policy: <err>".
 func NetworkPolicyFailed(err error) string {
 	return "Failed to apply network policy: " + errText(err)
