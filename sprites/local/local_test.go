@@ -433,10 +433,11 @@ func TestBackend(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, p, got)
 		}
-		// ...and enforced: only lo, and the proxy refuses what is not allowed.
+		// ...and enforced: only lo, and the proxy refuses what is not
+		// allowed (403 to a forwarded request).
 		res := run(t, tb, sprites.ExecRequest{Argv: []string{"bash", "-c",
-			`tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; curl -sS --max-time 10 -o /dev/null -w '%{http_code}\n' http://example.org/`}})
-		require.Equal(t, "lo\n403\n", res.stdout, "stderr: %s", res.stderr)
+			`tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; exec 3<>/dev/tcp/127.0.0.1/3128 || exit 9; printf 'GET http://example.org/ HTTP/1.1\r\nHost: example.org\r\n\r\n' >&3; head -n1 <&3`}})
+		require.Equal(t, "lo\nHTTP/1.1 403 Forbidden\r\n", res.stdout, "stderr: %s", res.stderr)
 		// Unrestricted: slirp4netns gives a tap device.
 		require.NoError(t, tb.b.SetNetworkPolicy(ctx, tb.name, sprites.NetworkPolicy{}))
 		ifaces := sh(`tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort`)

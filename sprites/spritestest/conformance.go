@@ -482,7 +482,10 @@ func (c *conf) allowListNetwork(ctx context.Context, t *testing.T) {
 		{Domain: "allowed.invalid", Action: "allow"}, {Domain: "*", Action: "deny"}}}))
 	res := c.exec(ctx, t, name, bash("timeout 10 bash -c "+strconv.Quote(connectScript(ip, ln.port()))))
 	require.NotEqual(t, 0, res.code, "allow-list sandbox reached the host directly: %s", res.stdout)
-	res = c.exec(ctx, t, name, bash(`curl -sSf --max-time 10 http://not-allowed.invalid/`))
+	res = c.exec(ctx, t, name, bash(`command -v curl >/dev/null || exit 200; curl -sSf --max-time 10 http://not-allowed.invalid/`))
+	if res.code == 200 {
+		t.Skip("curl is not installed in the sandbox")
+	}
 	require.NotEqual(t, 0, res.code, "allow-list sandbox fetched a name that is not allowed: %s", res.stdout)
 	require.Empty(t, ln.accepted)
 }
