@@ -237,7 +237,7 @@ func (p *Proxy) serveHTTP(ctx context.Context, c net.Conn, br *bufio.Reader, lr 
 	if req.Method == http.MethodConnect {
 		host, port, err = net.SplitHostPort(req.URL.Host)
 		if err != nil {
-			host, port, err = req.URL.Host, "443", nil
+			host, port = req.URL.Host, "443"
 		}
 	} else {
 		if req.URL.Scheme != "http" || req.URL.Host == "" {
@@ -271,6 +271,9 @@ func (p *Proxy) serveHTTP(ctx context.Context, c net.Conn, br *bufio.Reader, lr 
 		req.Host = req.URL.Host
 		req.Close = true
 		req.RequestURI = ""
+		// The body is read from the client while it is written: both sides
+		// get IdleTimeout for the whole request.
+		_ = c.SetDeadline(time.Now().Add(p.cfg.IdleTimeout))
 		_ = up.SetWriteDeadline(time.Now().Add(p.cfg.IdleTimeout))
 		if err := req.Write(up); err != nil {
 			return
