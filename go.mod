@@ -14,6 +14,7 @@ require (
 	github.com/uptrace/bun/dialect/sqlitedialect v1.3.0
 	golang.org/x/sys v0.49.0
 	modernc.org/sqlite v1.61.1
+	github.com/elastic/go-seccomp-bpf v1.6.0
 )
 
 require (

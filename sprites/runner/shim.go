@@ -107,11 +107,16 @@ func runShim(dir string, ready *os.File) error {
 		return err
 	}
 	defer infoR.Close()
-	cmd := exec.Command(bwrap, append([]string{"--info-fd", "3"}, spec.Bwrap...)...)
+	filter, err := seccompFile()
+	if err != nil {
+		return err
+	}
+	defer filter.Close()
+	cmd := exec.Command(bwrap, append([]string{"--info-fd", "3", "--seccomp", "4"}, spec.Bwrap...)...)
 	cmd.Env = spec.Env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, out, errf
-	cmd.ExtraFiles = []*os.File{infoW}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.ExtraFiles = []*os.File{infoW, filter}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: sandboxCredential(spec.UID)}
 	slirp, slirpExit, err := startBwrap(cmd, spec.Slirp)
 	infoW.Close()
 	if err != nil {
@@ -265,9 +270,11 @@ func startSlirp(netns *os.File) (*exec.Cmd, *os.File, error) {
 	}
 	slirp := exec.Command(slirpPath,
 		"--configure", "--disable-host-loopback", "--mtu=65520",
+		"--enable-sandbox", "--enable-seccomp",
 		"--ready-fd=3", "--exit-fd=4",
 		"--netns-type=path", "/proc/self/fd/5", "tap0")
 	slirp.ExtraFiles = []*os.File{readyW, exitR, netns}
+	slirp.Env = slirpEnviron()
 	var stderr limitedBuffer
 	slirp.Stdout = io.Discard
 	slirp.Stderr = &stderr
