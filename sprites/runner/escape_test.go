@@ -280,7 +280,6 @@ func descendants(t *testing.T, pid int) []int {
 	return out
 }
 
-
 // plantedPaths are the paths aod writes during provisioning (runtimes'
 // EnvFilePath, GitCredentialsPath, ProvisionScriptPath, the runtimes'
 // config files and an inline skill).
