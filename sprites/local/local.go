@@ -52,6 +52,10 @@ type Config struct {
 	ExtraBinds []runner.Bind
 	// Logger receives diagnostics; nil means slog.Default().
 	Logger *slog.Logger
+	// UIDBase and UIDCount are the range of unprivileged host uids the
+	// sandboxes run as, one each (AOD_LOCAL_UID_BASE, AOD_LOCAL_UID_COUNT;
+	// 0: the runner's defaults).
+	UIDBase, UIDCount int
 }
 
 // Backend runs sandboxes on this machine. It is safe for concurrent use.
@@ -70,6 +74,8 @@ func New(cfg Config) (*Backend, error) {
 		ShimArgv:   cfg.ShimArgv,
 		ExtraBinds: cfg.ExtraBinds,
 		Logger:     cfg.Logger,
+		UIDBase:    cfg.UIDBase,
+		UIDCount:   cfg.UIDCount,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("local backend: %w", err)

@@ -44,6 +44,11 @@ const (
 	DefaultUIDBase = 1_000_000_000
 	// DefaultUIDCount is how many uids sandboxes may use.
 	DefaultUIDCount = 65536
+	// MinUIDBase is the lowest allowed UIDBase: above every 16-bit id
+	// (ordinary users, nobody 65534).
+	MinUIDBase = 65536
+	// MaxUID bounds the uid range (4294967295 is (uid_t)-1).
+	MaxUID = 4294967294
 	// DefaultStageDir is where sandbox directories are bind-mounted for
 	// bubblewrap.
 	DefaultStageDir = "/run/aod"

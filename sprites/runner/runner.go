@@ -125,8 +125,8 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.UIDCount == 0 {
 		cfg.UIDCount = DefaultUIDCount
 	}
-	if cfg.UIDBase < 1000 || cfg.UIDCount < 1 || int64(cfg.UIDBase)+int64(cfg.UIDCount) > 1<<32-2 {
-		return nil, fmt.Errorf("runner: sandbox uid range [%d, %d) must lie within [1000, 4294967294)", cfg.UIDBase, int64(cfg.UIDBase)+int64(cfg.UIDCount))
+	if cfg.UIDBase < MinUIDBase || cfg.UIDCount < 1 || int64(cfg.UIDBase)+int64(cfg.UIDCount) > MaxUID {
+		return nil, fmt.Errorf("runner: sandbox uid range [%d, %d) must lie within [%d, %d)", cfg.UIDBase, int64(cfg.UIDBase)+int64(cfg.UIDCount), MinUIDBase, int64(MaxUID))
 	}
 	stage := cfg.StageDir
 	if stage == "" {
