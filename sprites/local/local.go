@@ -1,8 +1,9 @@
 // Package local implements [sprites.Backend] with sandboxes on this
 // machine, run by package runner under bubblewrap: a per-sandbox overlay
-// over the host's system directories, uid 1000 "sprite" in a user namespace,
-// a private network through slirp4netns (or the host's, or none for a
-// deny-all policy), and execs that outlive the aod process and can be
+// over the host's system directories, uid 1000 "sprite" in a user namespace
+// (an unprivileged host uid outside, a seccomp filter, no nested user
+// namespaces), a private network through slirp4netns (or the host's, or
+// none for a deny-all policy), and execs that outlive the aod process and can be
 // re-attached from any byte offset. See package runner for the details.
 //
 // Programs using this package must call runner.MaybeRunShim first in main

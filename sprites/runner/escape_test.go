@@ -216,7 +216,15 @@ func TestEscapeSecretsNotInEnvironment(t *testing.T) {
 			continue // gone
 		}
 		name := strings.TrimSpace(string(comm))
-		sawSlirp = sawSlirp || name == "slirp4netns"
+		if name == "slirp4netns" {
+			// --enable-sandbox drops every capability but
+			// CAP_NET_BIND_SERVICE; --enable-seccomp filters its calls.
+			status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			require.NoError(t, err)
+			require.Contains(t, string(status), "Seccomp:\t2", "slirp4netns runs without seccomp:\n%s", status)
+			require.Contains(t, string(status), "CapEff:\t0000000000000400", "slirp4netns keeps capabilities:\n%s", status)
+			sawSlirp = true
+		}
 		sawSleep = sawSleep || name == "sleep"
 		for k, v := range secrets {
 			require.NotContains(t, string(env), v, "%s of pid %d (%s) is in its environment: %q", k, pid, name, strings.ReplaceAll(string(env), "\x00", " "))

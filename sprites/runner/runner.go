@@ -277,9 +277,9 @@ func (r *Runner) writeEtc(name, d string) error {
 		}
 	}
 	hosts := fmt.Appendf(nil, "127.0.0.1\tlocalhost %[1]s\n::1\tlocalhost ip6-localhost ip6-loopback %[1]s\n", name)
-	// The sandbox user is the runner's uid outside (root), so it could read
-	// the host's private files under /etc (shadow, TLS and SSH keys): hide
-	// everything that is not world-readable.
+	// The sandbox user cannot read the host's private files under /etc
+	// (shadow, TLS and SSH keys): they belong to root. Hide their names as
+	// well: everything that is not world-readable.
 	if err := hidePrivate(root, "/etc"); err != nil {
 		return fmt.Errorf("hide private files: %w", err)
 	}
