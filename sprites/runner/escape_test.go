@@ -448,3 +448,25 @@ func hostPath(b *testBundle, p string) string {
 	}
 	panic("no host path for " + p)
 }
+
+// TestSandboxWithoutUID: a sandbox made by an aod that ran sandboxes as
+// root (no uid file, home owned by root) gets a uid at its next exec, and
+// its home; the directories it controlled are not walked.
+func TestSandboxWithoutUID(t *testing.T) {
+	t.Parallel()
+	b := setup(t, NetworkHost)
+	d := filepath.Join(b.dir, b.name)
+	b.r.releaseUID(b.name, d)
+	require.NoError(t, os.Remove(filepath.Join(d, uidFile)))
+	require.NoError(t, os.Lchown(filepath.Join(d, "home"), 0, 0))
+	require.NoError(t, os.Lchown(filepath.Join(d, "root", "opt"), 0, 0))
+
+	res := run(t, b.r, b.name, sh(`id -u && touch /home/sprite/ok && stat -c %u /home/sprite`))
+	require.Equal(t, result{stdout: "1000\n1000\n"}, res, "stderr: %s", res.stderr)
+	uid, err := b.r.sandboxUID(b.name, d)
+	require.NoError(t, err)
+	owner, _ := hostOwner(t, filepath.Join(d, "home", "ok"))
+	require.Equal(t, uid, owner)
+	owner, _ = hostOwner(t, filepath.Join(d, "root", "opt"))
+	require.Equal(t, 0, owner, "walked /opt of a sandbox that ran code")
+}

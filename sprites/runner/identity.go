@@ -139,7 +139,9 @@ func (r *Runner) sandboxUID(name, d string) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if err := r.chownSandbox(d, uid); err != nil {
+		// Its code has run: do not walk directories it controls (a symlink
+		// swapped in could redirect the chown); home and workspace only.
+		if err := r.chownSandbox(d, uid, false); err != nil {
 			return 0, fmt.Errorf("sandbox ownership: %w", err)
 		}
 		return uid, nil
@@ -200,7 +202,10 @@ const writableDepth = 2
 
 // chownSandbox gives the sandbox uid its home, workspace and the writable
 // trees, and closes the sandbox directory to every other unprivileged uid.
-func (r *Runner) chownSandbox(d string, uid int) error {
+//
+// With trees unset the writable trees are left alone: walking them is safe
+// only before the sandbox has run anything.
+func (r *Runner) chownSandbox(d string, uid int, trees bool) error {
 	for _, sub := range []string{"home", "workspace"} {
 		if err := os.Lchown(filepath.Join(d, sub), uid, uid); err != nil {
 			return err
@@ -213,7 +218,7 @@ func (r *Runner) chownSandbox(d string, uid int) error {
 	}
 	for _, tree := range writableTrees {
 		top, _, _ := strings.Cut(tree, "/")
-		if !hostDirIsDir(top) {
+		if !trees || !hostDirIsDir(top) {
 			continue
 		}
 		root := filepath.Join(d, "root", tree)
@@ -394,4 +399,33 @@ func mkdirAllMode(dir string, mode fs.FileMode) error {
 // supplementary groups.
 func sandboxCredential(uid int) *syscall.Credential {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: []uint32{}}
+}
+
+// userNamespaceProblem says why this host would not let bubblewrap, started
+// as an unprivileged uid, create the sandbox's user namespace ("" if
+// nothing is wrong). read reads a file (a sysctl under /proc/sys).
+func userNamespaceProblem(read func(string) ([]byte, error)) string {
+	sysctl := func(name string) (string, bool) {
+		b, err := read("/proc/sys/" + strings.ReplaceAll(name, ".", "/"))
+		return strings.TrimSpace(string(b)), err == nil
+	}
+	if v, ok := sysctl("user.max_user_namespaces"); ok && v == "0" {
+		return "user namespaces are disabled (user.max_user_namespaces=0): sysctl -w user.max_user_namespaces=10000"
+	}
+	if v, ok := sysctl("kernel.unprivileged_userns_clone"); ok && v == "0" {
+		return "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone=0), which the sandboxes' unprivileged uids need: sysctl -w kernel.unprivileged_userns_clone=1"
+	}
+	if v, ok := sysctl("kernel.apparmor_restrict_unprivileged_userns"); ok && v == "1" {
+		return "AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns=1), which the sandboxes' unprivileged uids need: allow them for /usr/bin/bwrap with an AppArmor profile (\"userns,\"), or sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"
+	}
+	return ""
+}
+
+// bwrapProblem says why the installed bubblewrap cannot run sandboxes (""
+// if it can): --disable-userns needs bubblewrap 0.8.
+func bwrapProblem(help []byte) string {
+	if !strings.Contains(string(help), "--disable-userns") {
+		return "bubblewrap is too old (the sandboxes need --disable-userns, bubblewrap 0.8 or newer): apt-get install bubblewrap from Debian 12 or newer"
+	}
+	return ""
 }

@@ -157,8 +157,15 @@ func New(cfg Config) (*Runner, error) {
 // everything that is missing and how to install it.
 func (r *Runner) Check() error {
 	var problems []string
-	if _, err := r.lookPathFunc("bwrap"); err != nil {
+	if bwrap, err := r.lookPathFunc("bwrap"); err != nil {
 		problems = append(problems, "bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
+	} else if help, err := exec.Command(bwrap, "--help").Output(); err != nil {
+		problems = append(problems, fmt.Sprintf("bubblewrap (%s --help) does not run: %v", bwrap, err))
+	} else if p := bwrapProblem(help); p != "" {
+		problems = append(problems, p)
+	}
+	if p := userNamespaceProblem(os.ReadFile); p != "" {
+		problems = append(problems, p)
 	}
 	if r.cfg.Network == NetworkPrivate {
 		if _, err := r.lookPathFunc("slirp4netns"); err != nil {
@@ -243,7 +250,7 @@ func (r *Runner) create(_ context.Context, name, d string) error {
 	if err := r.mountOverlays(d); err != nil {
 		return err
 	}
-	if err := r.chownSandbox(d, uid); err != nil {
+	if err := r.chownSandbox(d, uid, true); err != nil {
 		return fmt.Errorf("sandbox ownership: %w", err)
 	}
 	if err := r.writeEtc(name, d); err != nil {
