@@ -50,8 +50,9 @@ var deniedSyscalls = []string{
 // with ENOSYS and C libraries fall back to clone.
 const newUserNamespace = unix.CLONE_NEWUSER
 
-// seccompProgram assembles the filter for this architecture.
-func seccompProgram() ([]bpf.RawInstruction, error) {
+// seccompProgram assembles the filter for this architecture (the library
+// assembles for the running one only: amd64 and arm64 among others).
+func seccompProgram() ([]bpf.Instruction, error) {
 	info, err := arch.GetInfo(runtime.GOARCH)
 	if err != nil {
 		return nil, fmt.Errorf("seccomp: %w", err)
@@ -86,22 +87,23 @@ func seccompProgram() ([]bpf.RawInstruction, error) {
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(info.ID), SkipTrue: 1},
 		bpf.RetConstant{Val: uint32(seccomp.ActionErrno) | uint32(unix.ENOSYS)},
 	}
-	raw, err := bpf.Assemble(append(guard, prog...))
-	if err != nil {
-		return nil, fmt.Errorf("seccomp: %w", err)
+	prog = append(guard, prog...)
+	if len(prog) > 4096 { // BPF_MAXINSNS
+		return nil, fmt.Errorf("seccomp: program too long (%d instructions)", len(prog))
 	}
-	if len(raw) > 4096 { // BPF_MAXINSNS
-		return nil, fmt.Errorf("seccomp: program too long (%d instructions)", len(raw))
-	}
-	return raw, nil
+	return prog, nil
 }
 
 // seccompFile returns the filter as struct sock_filter records in a memfd
 // positioned at its start, for bwrap --seccomp.
 func seccompFile() (*os.File, error) {
-	raw, err := seccompProgram()
+	prog, err := seccompProgram()
 	if err != nil {
 		return nil, err
+	}
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: %w", err)
 	}
 	buf := make([]byte, 0, 8*len(raw))
 	for _, in := range raw {
