@@ -29,8 +29,18 @@ import (
 const maxReadFile = 128 << 20
 
 // errNotRegular is returned for anything but a regular file (or, where
-// allowed, a directory).
-var errNotRegular = errors.New("not a regular file")
+// allowed, a directory); errNotDir for a path component that is not a
+// directory (a symlink, say). Both match fs.ErrInvalid: the request, not
+// the machine, is at fault.
+var (
+	errNotRegular = invalidPathError("not a regular file")
+	errNotDir     = invalidPathError("is not a directory")
+)
+
+type invalidPathError string
+
+func (e invalidPathError) Error() string        { return string(e) }
+func (e invalidPathError) Is(target error) bool { return target == fs.ErrInvalid }
 
 // sandboxFile is a resolved path inside a sandbox: its parent directory,
 // opened without following symlinks, and the final component.
@@ -66,7 +76,7 @@ func resolve(base, rel string, create bool, uid, gid int) (*sandboxFile, error) 
 		unix.Close(dir)
 		if err != nil {
 			if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
-				return nil, fmt.Errorf("%s is not a directory", c)
+				return nil, fmt.Errorf("%s %w", c, errNotDir)
 			}
 			return nil, err
 		}
