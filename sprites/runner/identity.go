@@ -277,7 +277,14 @@ func (r *Runner) mountStage(name, d string) error {
 		return fmt.Errorf("stage directory: %w", err)
 	}
 	mp := r.stagePath(name)
-	if err := os.Mkdir(mp, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+	err := os.Mkdir(mp, 0o700)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Another runner on this Dir removed base as its last sandbox went.
+		if err = mkdirAllMode(base, 0o711); err == nil {
+			err = os.Mkdir(mp, 0o700)
+		}
+	}
+	if err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("stage directory: %w", err)
 	}
 	if mounted, _ := isMountRoot(mp); mounted {

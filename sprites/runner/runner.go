@@ -94,6 +94,26 @@ type Runner struct {
 	lookPathFunc func(string) (string, error)
 
 	mu sync.Mutex // serialises mounting and unmounting
+
+	// bwrapChecked caches bwrapVersionProblem per bwrap path: Check runs
+	// for every health check and session create.
+	bwrapChecked sync.Map // path → problem ("" when fine)
+}
+
+// bwrapVersionProblem runs bwrap --help once per path and says what is
+// wrong with that bubblewrap ("" if nothing).
+func (r *Runner) bwrapVersionProblem(bwrap string) string {
+	if p, ok := r.bwrapChecked.Load(bwrap); ok {
+		return p.(string)
+	}
+	help, err := exec.Command(bwrap, "--help").Output()
+	if err != nil {
+		// Not cached: it may be a passing failure.
+		return fmt.Sprintf("bubblewrap (%s --help) does not run: %v", bwrap, err)
+	}
+	p := bwrapProblem(help)
+	r.bwrapChecked.Store(bwrap, p)
+	return p
 }
 
 // New returns a Runner for cfg. It creates cfg.Dir if needed; it does not
@@ -159,9 +179,7 @@ func (r *Runner) Check() error {
 	var problems []string
 	if bwrap, err := r.lookPathFunc("bwrap"); err != nil {
 		problems = append(problems, "bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
-	} else if help, err := exec.Command(bwrap, "--help").Output(); err != nil {
-		problems = append(problems, fmt.Sprintf("bubblewrap (%s --help) does not run: %v", bwrap, err))
-	} else if p := bwrapProblem(help); p != "" {
+	} else if p := r.bwrapVersionProblem(bwrap); p != "" {
 		problems = append(problems, p)
 	}
 	if p := userNamespaceProblem(os.ReadFile); p != "" {
