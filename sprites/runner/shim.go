@@ -252,7 +252,11 @@ func newNetworkNamespace() (*os.File, error) {
 }
 
 // startSlirp connects netns to the outside with slirp4netns and returns
-// once the network is configured.
+// once the network is configured. slirp4netns runs as root because it must
+// join netns, which belongs to the host's user namespace (so the sandbox
+// cannot reconfigure it); --enable-sandbox then moves it into an empty
+// mount namespace and drops every capability but CAP_NET_BIND_SERVICE, and
+// --enable-seccomp filters its system calls. Its environment is empty.
 func startSlirp(netns *os.File) (*exec.Cmd, *os.File, error) {
 	slirpPath, err := exec.LookPath("slirp4netns")
 	if err != nil {
