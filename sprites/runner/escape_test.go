@@ -116,6 +116,9 @@ func TestEscapeRootOnlyFiles(t *testing.T) {
 		dir  string
 		mode os.FileMode
 	}{{"/opt", 0o600}, {"/etc", 0o400}} {
+		if !hostDirIsDir(f.dir[1:]) {
+			continue
+		}
 		p := filepath.Join(f.dir, "aod-escape-"+b.name)
 		require.NoError(t, os.WriteFile(p, []byte("host secret\n"), f.mode))
 		t.Cleanup(func() { os.Remove(p) })
