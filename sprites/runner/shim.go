@@ -107,6 +107,10 @@ func runShim(dir string, ready *os.File) error {
 		return err
 	}
 	defer infoR.Close()
+	if spec.UID < MinUIDBase {
+		// Never fall back to running the sandbox as root.
+		return fmt.Errorf("spec has no unprivileged sandbox uid (%d)", spec.UID)
+	}
 	filter, err := seccompFile()
 	if err != nil {
 		return err
