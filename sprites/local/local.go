@@ -1,9 +1,10 @@
 // Package local implements [sprites.Backend] with sandboxes on this
 // machine, run by package runner under bubblewrap: a per-sandbox overlay
-// over the host's system directories, uid 1000 "sprite" in a user namespace,
-// a private network through slirp4netns with egress filtering (or the
-// host's), only lo for a deny-all policy, an allow-list proxy for a policy
-// with allow rules, and execs that outlive the aod process and can be
+// over the host's system directories, uid 1000 "sprite" in a user namespace
+// (an unprivileged host uid outside, a seccomp filter, no nested user
+// namespaces), a private network through slirp4netns with egress filtering
+// (or the host's), only lo for a deny-all policy, an allow-list proxy for a
+// policy with allow rules, and execs that outlive the aod process and can be
 // re-attached from any byte offset. See package runner for the details.
 //
 // Programs using this package must call runner.MaybeRunShim first in main
@@ -53,6 +54,10 @@ type Config struct {
 	EgressHosts map[string]string
 	// Logger receives diagnostics; nil means slog.Default().
 	Logger *slog.Logger
+	// UIDBase and UIDCount are the range of unprivileged host uids the
+	// sandboxes run as, one each (AOD_LOCAL_UID_BASE, AOD_LOCAL_UID_COUNT;
+	// 0: the runner's defaults).
+	UIDBase, UIDCount int
 }
 
 // Backend runs sandboxes on this machine. It is safe for concurrent use.
@@ -72,6 +77,8 @@ func New(cfg Config) (*Backend, error) {
 		ExtraBinds:  cfg.ExtraBinds,
 		EgressHosts: cfg.EgressHosts,
 		Logger:      cfg.Logger,
+		UIDBase:     cfg.UIDBase,
+		UIDCount:    cfg.UIDCount,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("local backend: %w", err)

@@ -4,8 +4,12 @@
 //
 // # Layout
 //
-// Each sandbox is a directory Dir/<name>:
+// Each sandbox is a directory Dir/<name> (0710 root:<sandbox gid>),
+// bind-mounted with its overlays at StageDir/<hash of Dir>/<name> for
+// bubblewrap:
 //
+//	uid             the sandbox's host uid
+//	binds/<i>       the extra binds (Config.ExtraBinds), bind-mounted
 //	home/           → /home/sprite
 //	tmp/            → /tmp
 //	workspace/      → /workspace
@@ -22,13 +26,26 @@
 // directory or the host's /tmp.
 //
 // Commands run under bubblewrap as uid 1000 ("sprite") in a user namespace,
-// with HOME=/home/sprite, a fixed PATH, and private pid, ipc and uts
-// namespaces. Inside, uid 1000 is the runner's own uid outside (root), so
-// the host's system files, and the files the runner writes for the sandbox,
-// appear as owned by sprite and writable through the overlay. Because of
-// that, files under the host's /etc that are not world-readable (shadow,
-// private keys) are hidden in each sandbox's /etc overlay, and the sandbox
-// gets its own passwd, group, shadow, hosts and resolv.conf.
+// with HOME=/home/sprite, a fixed PATH, a minimal environment, and private
+// pid, ipc and uts namespaces. Outside, uid 1000 is the sandbox's own
+// unprivileged host uid (see identity.go: one per sandbox from
+// Config.UIDBase), never root: files the sandbox creates are owned by that
+// uid on the host, host files only root may read stay unreadable, and
+// /proc/sys, /proc/sysrq-trigger and /sys cannot be written. The shim starts
+// bubblewrap as that uid; bubblewrap's --disable-userns forbids nested user
+// namespaces, it sets no_new_privs, the command has no capabilities, and a
+// seccomp filter (seccomp.go) makes dangerous system calls fail with EPERM.
+// The sandbox's home and workspace, and the directories of /usr/local and
+// /opt (two levels deep, through the overlay), belong to the sandbox uid;
+// everything else of the host's system directories appears owned by
+// "nobody" and read-only. The sandbox gets its own passwd, group, shadow,
+// hosts and resolv.conf, and non-world-readable files of the host's /etc
+// are hidden as well.
+//
+// aod's own file operations on sandbox paths (WriteFile, ReadFile, Stat,
+// Chmod) follow no symlink and touch nothing but regular files and
+// directories, so a FIFO, device node or symlink planted by the sandbox
+// fails them at once with "not a regular file" (safefile.go).
 //
 // # Network
 //

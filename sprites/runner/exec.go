@@ -62,6 +62,9 @@ type shimSpec struct {
 	Proxy *proxySpec `json:"proxy,omitempty"`
 	// Stdin says the stdin file holds the command's input.
 	Stdin bool `json:"stdin"`
+	// UID is the sandbox's unprivileged host uid (and gid): the shim starts
+	// bwrap as it.
+	UID int `json:"uid"`
 }
 
 // pidRecord is what the shim writes to execs/<id>/pid once the command
@@ -106,6 +109,13 @@ func (r *Runner) Start(ctx context.Context, name string, spec Spec) (*Proc, erro
 	if err := r.mountOverlays(d); err != nil { // after a reboot
 		return nil, fmt.Errorf("start in %q: %w", name, err)
 	}
+	uid, err := r.sandboxUID(name, d)
+	if err != nil {
+		return nil, fmt.Errorf("start in %q: %w", name, err)
+	}
+	if err := r.mountStage(name, d); err != nil {
+		return nil, fmt.Errorf("start in %q: %w", name, err)
+	}
 	policy, err := r.Policy(name)
 	if err != nil {
 		return nil, err
@@ -125,7 +135,7 @@ func (r *Runner) Start(ctx context.Context, name string, spec Spec) (*Proc, erro
 		network = networkProxy
 	}
 	ss := shimSpec{
-		Bwrap: r.bwrapArgs(name, d, network, cwd, spec.Argv),
+		Bwrap: r.bwrapArgs(name, r.stagePath(name), network, cwd, spec.Argv),
 		Env: []string{
 			"PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
 			"HOME=/home/sprite",
@@ -137,6 +147,7 @@ func (r *Runner) Start(ctx context.Context, name string, spec Spec) (*Proc, erro
 		},
 		Slirp: network == NetworkPrivate,
 		Stdin: spec.Stdin != nil,
+		UID:   uid,
 	}
 	if network == networkProxy {
 		ss.Proxy = &proxySpec{Rules: policy.Rules, Override: r.cfg.EgressHosts}
@@ -171,11 +182,12 @@ func (r *Runner) Start(ctx context.Context, name string, spec Spec) (*Proc, erro
 	return p, nil
 }
 
-// bwrapArgs builds bubblewrap's arguments for one command.
+// bwrapArgs builds bubblewrap's arguments for one command; d is the
+// sandbox's stage path (see mountStage).
 func (r *Runner) bwrapArgs(name, d, network, cwd string, argv []string) []string {
 	a := []string{
 		"--die-with-parent",
-		"--unshare-user", "--uid", "1000", "--gid", "1000",
+		"--unshare-user", "--uid", "1000", "--gid", "1000", "--disable-userns",
 		"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
 		"--hostname", name,
 	}
@@ -197,12 +209,12 @@ func (r *Runner) bwrapArgs(name, d, network, cwd string, argv []string) []string
 		"--bind", filepath.Join(d, "tmp"), "/tmp",
 		"--bind", filepath.Join(d, "workspace"), "/workspace",
 	)
-	for _, b := range r.cfg.ExtraBinds {
+	for i, b := range r.cfg.ExtraBinds {
 		op := "--bind"
 		if b.ReadOnly {
 			op = "--ro-bind"
 		}
-		a = append(a, op, b.Src, b.Dst)
+		a = append(a, op, filepath.Join(d, bindsDir, strconv.Itoa(i)), b.Dst)
 	}
 	a = append(a, "--chdir", cwd, "--")
 	return append(a, argv...)
@@ -222,7 +234,9 @@ func (r *Runner) launchShim(ctx context.Context, p *Proc) error {
 	}
 	defer logf.Close()
 	cmd := exec.Command(r.shimArgv[0], r.shimArgv[1:]...)
-	cmd.Env = append(os.Environ(), shimEnv+"=1", shimDirEnv+"="+p.dir)
+	// Nothing of aod's environment (DATABASE_URL, keys, tokens) reaches the
+	// shim, and so neither slirp4netns, bwrap nor the sandbox.
+	cmd.Env = shimEnviron(p.dir)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.ExtraFiles = []*os.File{readyW}

@@ -56,6 +56,12 @@ type Config struct {
 	EgressHosts map[string]string
 	// Logger receives diagnostics; nil means slog.Default().
 	Logger *slog.Logger
+	// UIDBase and UIDCount are the range of unprivileged host uids given to
+	// sandboxes, one each (0: DefaultUIDBase, DefaultUIDCount).
+	UIDBase, UIDCount int
+	// StageDir is the host directory where sandbox directories are
+	// bind-mounted for bubblewrap (empty: DefaultStageDir).
+	StageDir string
 }
 
 // Bind is an extra bind mount from the host into every sandbox.
@@ -85,10 +91,35 @@ type Runner struct {
 	logger   *slog.Logger
 	shimArgv []string
 
+	// uidBase, uidCount and stage are cfg's with defaults applied; dirKey
+	// names dir under stage.
+	uidBase, uidCount int
+	stage, dirKey     string
+
 	// lookPathFunc finds host programs (exec.LookPath; replaced in tests).
 	lookPathFunc func(string) (string, error)
 
 	mu sync.Mutex // serialises mounting and unmounting
+
+	// bwrapChecked caches bwrapVersionProblem per bwrap path: Check runs
+	// for every health check and session create.
+	bwrapChecked sync.Map // path → problem ("" when fine)
+}
+
+// bwrapVersionProblem runs bwrap --help once per path and says what is
+// wrong with that bubblewrap ("" if nothing).
+func (r *Runner) bwrapVersionProblem(bwrap string) string {
+	if p, ok := r.bwrapChecked.Load(bwrap); ok {
+		return p.(string)
+	}
+	help, err := exec.Command(bwrap, "--help").Output()
+	if err != nil {
+		// Not cached: it may be a passing failure.
+		return fmt.Sprintf("bubblewrap (%s --help) does not run: %v", bwrap, err)
+	}
+	p := bwrapProblem(help)
+	r.bwrapChecked.Store(bwrap, p)
+	return p
 }
 
 // New returns a Runner for cfg. It creates cfg.Dir if needed; it does not
@@ -114,6 +145,22 @@ func New(cfg Config) (*Runner, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("runner: create data dir: %w", err)
 	}
+	if cfg.UIDBase == 0 {
+		cfg.UIDBase = DefaultUIDBase
+	}
+	if cfg.UIDCount == 0 {
+		cfg.UIDCount = DefaultUIDCount
+	}
+	if cfg.UIDBase < MinUIDBase || cfg.UIDCount < 1 || int64(cfg.UIDBase)+int64(cfg.UIDCount) > MaxUID {
+		return nil, fmt.Errorf("runner: sandbox uid range [%d, %d) must lie within [%d, %d)", cfg.UIDBase, int64(cfg.UIDBase)+int64(cfg.UIDCount), MinUIDBase, int64(MaxUID))
+	}
+	stage := cfg.StageDir
+	if stage == "" {
+		stage = DefaultStageDir
+	}
+	if stage, err = filepath.Abs(stage); err != nil {
+		return nil, fmt.Errorf("runner: stage dir: %w", err)
+	}
 	shimArgv := cfg.ShimArgv
 	if len(shimArgv) == 0 {
 		exe, err := os.Executable()
@@ -126,15 +173,23 @@ func New(cfg Config) (*Runner, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Runner{cfg: cfg, dir: dir, logger: logger, shimArgv: shimArgv, lookPathFunc: exec.LookPath}, nil
+	return &Runner{
+		cfg: cfg, dir: dir, logger: logger, shimArgv: shimArgv, lookPathFunc: exec.LookPath,
+		uidBase: cfg.UIDBase, uidCount: cfg.UIDCount, stage: stage, dirKey: dirKey(dir),
+	}, nil
 }
 
 // Check reports whether this host can run sandboxes. The error names
 // everything that is missing and how to install it.
 func (r *Runner) Check() error {
 	var problems []string
-	if _, err := r.lookPathFunc("bwrap"); err != nil {
+	if bwrap, err := r.lookPathFunc("bwrap"); err != nil {
 		problems = append(problems, "bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
+	} else if p := r.bwrapVersionProblem(bwrap); p != "" {
+		problems = append(problems, p)
+	}
+	if p := userNamespaceProblem(os.ReadFile); p != "" {
+		problems = append(problems, p)
 	}
 	if r.cfg.Network == NetworkPrivate {
 		if _, err := r.lookPathFunc("slirp4netns"); err != nil {
@@ -212,11 +267,21 @@ func (r *Runner) create(_ context.Context, name, d string) error {
 	if err := os.Chmod(filepath.Join(d, "tmp"), 0o1777); err != nil {
 		return err
 	}
+	uid, err := r.claimUID(name, d)
+	if err != nil {
+		return err
+	}
 	if err := r.mountOverlays(d); err != nil {
 		return err
 	}
+	if err := r.chownSandbox(d, uid, true); err != nil {
+		return fmt.Errorf("sandbox ownership: %w", err)
+	}
 	if err := r.writeEtc(name, d); err != nil {
 		return fmt.Errorf("write /etc files: %w", err)
+	}
+	if err := r.mountStage(name, d); err != nil {
+		return err
 	}
 	return os.WriteFile(filepath.Join(d, readyFile), nil, 0o600)
 }
@@ -243,9 +308,9 @@ func (r *Runner) writeEtc(name, d string) error {
 		}
 	}
 	hosts := fmt.Appendf(nil, "127.0.0.1\tlocalhost %[1]s\n::1\tlocalhost ip6-localhost ip6-loopback %[1]s\n", name)
-	// The sandbox user is the runner's uid outside (root), so it could read
-	// the host's private files under /etc (shadow, TLS and SSH keys): hide
-	// everything that is not world-readable.
+	// The sandbox user cannot read the host's private files under /etc
+	// (shadow, TLS and SSH keys): they belong to root. Hide their names as
+	// well: everything that is not world-readable.
 	if err := hidePrivate(root, "/etc"); err != nil {
 		return fmt.Errorf("hide private files: %w", err)
 	}
@@ -357,86 +422,87 @@ func (r *Runner) destroy(ctx context.Context, name, d string) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
+	if err := r.unmountStage(name, d); err != nil {
+		return err
+	}
 	if err := r.unmountOverlays(d); err != nil {
 		return err
 	}
+	r.releaseUID(name, d)
 	return os.RemoveAll(d)
 }
 
 // WriteFile writes data to the absolute path inside the sandbox, creating
-// parent directories, and sets its mode.
+// parent directories, and sets its mode. The file and the directories it
+// creates are owned by the sandbox's uid. Nothing but a regular file is
+// written, and no symlink is followed (see safefile.go): anything else at
+// the path fails with "not a regular file".
 func (r *Runner) WriteFile(name, p string, data []byte, mode fs.FileMode) error {
-	root, rel, err := r.openPath(name, p)
+	d, base, rel, err := r.hostPath(name, p)
 	if err != nil {
 		return err
 	}
-	defer root.Close()
-	if dir := path.Dir(rel); dir != "." {
-		if err := root.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("write %s: %w", p, err)
-		}
-	}
-	if err := root.WriteFile(rel, data, mode.Perm()); err != nil {
+	uid, err := r.sandboxUID(name, d)
+	if err != nil {
 		return fmt.Errorf("write %s: %w", p, err)
 	}
-	if err := root.Chmod(rel, mode); err != nil {
+	if err := writeFile(base, rel, data, mode, uid, uid); err != nil {
 		return fmt.Errorf("write %s: %w", p, err)
 	}
 	return nil
 }
 
-// ReadFile reads the file at the absolute path inside the sandbox.
+// ReadFile reads the regular file at the absolute path inside the sandbox
+// (at most 128 MiB).
 func (r *Runner) ReadFile(name, p string) ([]byte, error) {
-	root, rel, err := r.openPath(name, p)
+	_, base, rel, err := r.hostPath(name, p)
 	if err != nil {
 		return nil, err
 	}
-	defer root.Close()
-	b, err := root.ReadFile(rel)
+	b, err := readFile(base, rel)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", p, err)
 	}
 	return b, nil
 }
 
-// Stat describes the file at the absolute path inside the sandbox.
+// Stat describes the regular file or directory at the absolute path inside
+// the sandbox; anything else is an error.
 func (r *Runner) Stat(name, p string) (fs.FileInfo, error) {
-	root, rel, err := r.openPath(name, p)
+	_, base, rel, err := r.hostPath(name, p)
 	if err != nil {
 		return nil, err
 	}
-	defer root.Close()
-	fi, err := root.Stat(rel)
+	fi, err := statFile(base, rel)
 	if err != nil {
 		return nil, fmt.Errorf("stat %s: %w", p, err)
 	}
 	return fi, nil
 }
 
-// Chmod changes the mode of the file at the absolute path inside the
-// sandbox.
+// Chmod changes the mode of the regular file or directory at the absolute
+// path inside the sandbox.
 func (r *Runner) Chmod(name, p string, mode fs.FileMode) error {
-	root, rel, err := r.openPath(name, p)
+	_, base, rel, err := r.hostPath(name, p)
 	if err != nil {
 		return err
 	}
-	defer root.Close()
-	if err := root.Chmod(rel, mode); err != nil {
+	if err := chmodFile(base, rel, mode); err != nil {
 		return fmt.Errorf("chmod %s: %w", p, err)
 	}
 	return nil
 }
 
-// openPath maps an absolute path inside the sandbox to an os.Root over the
-// host directory that backs it and the path relative to that root.
-// Symlinks are resolved inside that root and cannot escape it.
-func (r *Runner) openPath(name, p string) (*os.Root, string, error) {
-	d, err := r.existing(name)
+// hostPath maps an absolute path inside the sandbox to the sandbox's
+// directory d, the host directory base that backs the path and the path
+// relative to base ("." for base itself).
+func (r *Runner) hostPath(name, p string) (d, base, rel string, err error) {
+	d, err = r.existing(name)
 	if err != nil {
-		return nil, "", err
+		return "", "", "", err
 	}
 	if !path.IsAbs(p) {
-		return nil, "", fmt.Errorf("path %q is not absolute", p)
+		return "", "", "", fmt.Errorf("path %q is not absolute", p)
 	}
 	p = path.Clean(p)
 	// /bin/x → /usr/bin/x when /bin is a symlink on the host.
@@ -462,13 +528,9 @@ func (r *Runner) openPath(name, p string) (*os.Root, string, error) {
 		if rel == "" {
 			rel = "."
 		}
-		root, err := os.OpenRoot(filepath.Join(d, m.host))
-		if err != nil {
-			return nil, "", fmt.Errorf("open %s: %w", p, err)
-		}
-		return root, rel, nil
+		return d, filepath.Join(d, m.host), rel, nil
 	}
-	return nil, "", fmt.Errorf("path %s is not in a writable sandbox directory (/home/sprite, /workspace, /tmp, /usr, /etc, /opt): %w", p, fs.ErrPermission)
+	return "", "", "", fmt.Errorf("path %s is not in a writable sandbox directory (/home/sprite, /workspace, /tmp, /usr, /etc, /opt): %w", p, fs.ErrPermission)
 }
 
 // SetPolicy records the sandbox's network policy. It applies to execs

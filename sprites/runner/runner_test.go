@@ -703,3 +703,38 @@ func groupAlive(t *testing.T, pgid int) bool {
 	}
 	return false
 }
+
+func TestCheckHostProblems(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name    string
+		sysctls map[string]string
+		want    string
+	}{
+		{"Fine", map[string]string{"user/max_user_namespaces": "96363", "kernel/unprivileged_userns_clone": "1"}, ""},
+		{"NoSysctls", nil, ""},
+		{"NoUserNamespaces", map[string]string{"user/max_user_namespaces": "0\n"}, "user.max_user_namespaces=0"},
+		{"DebianUnprivilegedOff", map[string]string{"kernel/unprivileged_userns_clone": "0\n"}, "kernel.unprivileged_userns_clone=0"},
+		{"UbuntuAppArmor", map[string]string{"kernel/apparmor_restrict_unprivileged_userns": "1\n"}, "AppArmor restricts unprivileged user namespaces"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := userNamespaceProblem(func(p string) ([]byte, error) {
+				v, ok := tt.sysctls[strings.TrimPrefix(p, "/proc/sys/")]
+				if !ok {
+					return nil, os.ErrNotExist
+				}
+				return []byte(v), nil
+			})
+			if tt.want == "" {
+				require.Empty(t, got)
+				return
+			}
+			require.Contains(t, got, tt.want)
+		})
+	}
+	require.Contains(t, bwrapProblem([]byte("usage: bwrap [OPTIONS...]\n    --unshare-user\n")), "bubblewrap is too old")
+	help, err := exec.Command("bwrap", "--help").Output()
+	require.NoError(t, err)
+	require.Empty(t, bwrapProblem(help), "the installed bubblewrap")
+}

@@ -107,11 +107,20 @@ func runShim(dir string, ready *os.File) error {
 		return err
 	}
 	defer infoR.Close()
-	cmd := exec.Command(bwrap, append([]string{"--info-fd", "3"}, spec.Bwrap...)...)
+	if spec.UID < MinUIDBase {
+		// Never fall back to running the sandbox as root.
+		return fmt.Errorf("spec has no unprivileged sandbox uid (%d)", spec.UID)
+	}
+	filter, err := seccompFile()
+	if err != nil {
+		return err
+	}
+	defer filter.Close()
+	cmd := exec.Command(bwrap, append([]string{"--info-fd", "3", "--seccomp", "4"}, spec.Bwrap...)...)
 	cmd.Env = spec.Env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, out, errf
-	cmd.ExtraFiles = []*os.File{infoW}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.ExtraFiles = []*os.File{infoW, filter}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: sandboxCredential(spec.UID)}
 	netw, err := shimNetwork(spec)
 	if err != nil {
 		infoW.Close()
@@ -263,7 +272,11 @@ func newNetworkNamespace() (*os.File, error) {
 }
 
 // startSlirp connects netns to the outside with slirp4netns and returns
-// once the network is configured.
+// once the network is configured. slirp4netns runs as root because it must
+// join netns, which belongs to the host's user namespace (so the sandbox
+// cannot reconfigure it); --enable-sandbox then moves it into an empty
+// mount namespace and drops every capability but CAP_NET_BIND_SERVICE, and
+// --enable-seccomp filters its system calls. Its environment is empty.
 func startSlirp(netns *os.File) (*exec.Cmd, *os.File, error) {
 	slirpPath, err := exec.LookPath("slirp4netns")
 	if err != nil {
@@ -281,9 +294,11 @@ func startSlirp(netns *os.File) (*exec.Cmd, *os.File, error) {
 	}
 	slirp := exec.Command(slirpPath,
 		"--configure", "--disable-host-loopback", "--mtu=65520",
+		"--enable-sandbox", "--enable-seccomp",
 		"--ready-fd=3", "--exit-fd=4",
 		"--netns-type=path", "/proc/self/fd/5", "tap0")
 	slirp.ExtraFiles = []*os.File{readyW, exitR, netns}
+	slirp.Env = slirpEnviron()
 	var stderr limitedBuffer
 	slirp.Stdout = io.Discard
 	slirp.Stderr = &stderr

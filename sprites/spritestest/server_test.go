@@ -76,6 +76,7 @@ func TestServerREST(t *testing.T) {
 		{name: "FSList", method: "GET", path: "/v1/sprites/" + name + "/fs/list?path=/home/sprite/x/f.txt&workingDir=/", wantStatus: 200, wantBody: `"mode":"0640"`},
 		{name: "FSRead", method: "GET", path: "/v1/sprites/" + name + "/fs/read?path=x/f.txt&workingDir=/home/sprite", wantStatus: 200, wantBody: "hello"},
 		{name: "FSReadMissing", method: "GET", path: "/v1/sprites/" + name + "/fs/read?path=/home/sprite/nope&workingDir=/", wantStatus: 404, wantBody: `"code":"ENOENT"`},
+		{name: "FSReadDirectory", method: "GET", path: "/v1/sprites/" + name + "/fs/read?path=/home/sprite/x&workingDir=/", wantStatus: 400, wantBody: `not a regular file (a directory)","path":"/home/sprite/x"`},
 		{name: "FSWriteNoMkdir", method: "PUT", path: "/v1/sprites/" + name + "/fs/write?path=/home/sprite/no/such/dir/f&workingDir=/", body: "x", ct: "application/octet-stream", wantStatus: 404},
 		{name: "Get", method: "GET", path: "/v1/sprites/" + name, wantStatus: 200, wantBody: `"name":"` + name + `"`},
 		{name: "Get404", method: "GET", path: "/v1/sprites/missing", wantStatus: 404},

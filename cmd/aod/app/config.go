@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/aodhq/aod/sprites/runner"
 )
 
 // Config is the node configuration, read from environment variables (see
@@ -28,6 +30,8 @@ type Config struct {
 	Sandbox          string // AOD_SANDBOX: local or sprites
 	LocalNetwork     string // AOD_LOCAL_NETWORK: private or host
 	LocalBinds       []Bind // AOD_LOCAL_BINDS: extra read-only binds
+	LocalUIDBase     int    // AOD_LOCAL_UID_BASE: first host uid of sandboxes
+	LocalUIDCount    int    // AOD_LOCAL_UID_COUNT: how many host uids sandboxes use
 	SpritesAPIKey    string // SPRITES_API_KEY
 	SpritesBaseURL   string // SPRITES_BASE_URL
 	SpriteNamePrefix string // SPRITE_NAME_PREFIX
@@ -54,7 +58,7 @@ func (c *Config) SandboxDir() string { return filepath.Join(c.DataDir, "sandboxe
 func LoadConfig(getenv func(string) string) (*Config, error) {
 	p := parser{getenv: getenv}
 	c := &Config{
-		Listen:       p.str("AOD_LISTEN", ":8777"),
+		Listen:       p.str("AOD_LISTEN", "127.0.0.1:8777"),
 		DataDir:      p.str("AOD_DATA_DIR", "./data"),
 		DatabaseURL:  p.str("DATABASE_URL", ""),
 		MaxBodyBytes: p.intRange("AOD_MAX_BODY_BYTES", 4<<20, 1024, 1<<30),
@@ -64,6 +68,8 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		EncryptionKey: p.str("FIELD_ENCRYPTION_KEY", p.str("DJANGO_SECRET_KEY", "")),
 
 		LocalNetwork:     p.oneOf("AOD_LOCAL_NETWORK", "private", "private", "host"),
+		LocalUIDBase:     p.intRange("AOD_LOCAL_UID_BASE", runner.DefaultUIDBase, runner.MinUIDBase, runner.MaxUID-1),
+		LocalUIDCount:    p.intRange("AOD_LOCAL_UID_COUNT", runner.DefaultUIDCount, 1, 1<<24),
 		SpritesAPIKey:    p.str("SPRITES_API_KEY", ""),
 		SpritesBaseURL:   p.url("SPRITES_BASE_URL", "https://api.sprites.dev"),
 		SpriteNamePrefix: p.str("SPRITE_NAME_PREFIX", "aod"),
@@ -98,6 +104,9 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 			p.fail("AOD_LISTEN", "must be host:port or :port")
 		}
+	}
+	if p.err == nil && int64(c.LocalUIDBase)+int64(c.LocalUIDCount) > runner.MaxUID {
+		p.fail("AOD_LOCAL_UID_BASE", fmt.Sprintf("plus AOD_LOCAL_UID_COUNT must not exceed %d", int64(runner.MaxUID)))
 	}
 	if p.err == nil && !validPrefix(c.SpriteNamePrefix) {
 		p.fail("SPRITE_NAME_PREFIX", "must be lowercase letters, digits and dashes, at most 40 characters")

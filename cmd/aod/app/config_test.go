@@ -14,7 +14,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 	t.Parallel()
 	c, err := LoadConfig(env(nil))
 	require.NoError(t, err)
-	require.Equal(t, ":8777", c.Listen)
+	require.Equal(t, "127.0.0.1:8777", c.Listen, "the API listens on loopback only unless asked")
+	require.Equal(t, 1_000_000_000, c.LocalUIDBase)
+	require.Equal(t, 65536, c.LocalUIDCount)
 	require.True(t, filepath.IsAbs(c.DataDir))
 	require.Equal(t, "data", filepath.Base(c.DataDir))
 	require.Equal(t, "", c.DatabaseURL)
@@ -40,8 +42,14 @@ func TestLoadConfigValues(t *testing.T) {
 		"AOD_SSE_STALE":             "1m",
 		"DATABASE_URL":              "postgres://u@h/db",
 		"AOD_LOCAL_BINDS":           "/srv/cache:/opt/cache, /a:/b",
+		"AOD_LOCAL_UID_BASE":        "200000",
+		"AOD_LOCAL_UID_COUNT":       "1000",
+		"AOD_LISTEN":                ":8777",
 	}))
 	require.NoError(t, err)
+	require.Equal(t, ":8777", c.Listen)
+	require.Equal(t, 200000, c.LocalUIDBase)
+	require.Equal(t, 1000, c.LocalUIDCount)
 	require.Equal(t, []Bind{{"/srv/cache", "/opt/cache"}, {"/a", "/b"}}, c.LocalBinds)
 	require.Equal(t, "sprites", c.Sandbox)
 	require.Equal(t, "dj", c.EncryptionKey)
@@ -69,6 +77,9 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 		{"SPRITES_BASE_URL", "ftp://x"},
 		{"DATABASE_URL", "mysql://x"},
 		{"AOD_LISTEN", "8777"},
+		{"AOD_LOCAL_UID_BASE", "0"},
+		{"AOD_LOCAL_UID_BASE", "4294967290"},
+		{"AOD_LOCAL_UID_COUNT", "0"},
 		{"SPRITE_NAME_PREFIX", "Bad_Prefix"},
 		{"AOD_LOCAL_BINDS", "relative:/x"},
 		{"AOD_LOCAL_BINDS", "/only-src"},

@@ -1,0 +1,5 @@
+package runner
+
+import "golang.org/x/sys/unix"
+
+const openSyscall = unix.SYS_OPEN
