@@ -303,14 +303,17 @@ func (r *turnRun) stream(ctx context.Context) *outcome {
 	}
 	for {
 		ev, err := r.exec.Next(readCtx)
-		if err != nil && !errors.Is(err, io.EOF) {
+		// A lost transport may wrap io.EOF (the connection's end): it is
+		// not the exec's end of output.
+		eof := errors.Is(err, io.EOF) && !errors.Is(err, sprites.ErrTransportLost)
+		if err != nil && !eof {
 			if out := r.ended(ctx, nil); out != nil {
 				return out
 			}
 		}
 		switch {
 		case err == nil:
-		case errors.Is(err, io.EOF):
+		case eof:
 			if phase == readKilled {
 				return timedOut()
 			}

@@ -8,11 +8,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"github.com/uptrace/bun"
 
@@ -37,21 +37,46 @@ type streamResult struct {
 // the result, never asserted off the test goroutine.
 func (n *node) follow(ctx context.Context, id string, cursor int64) <-chan streamResult {
 	n.t.Helper()
-	req, err := http.NewRequestWithContext(ctx, "GET", n.base+"/sessions/"+id+"/stream", nil)
+	resp, err := n.openStream(ctx, id, cursor)
 	require.NoError(n.t, err)
-	req.Header.Set("Authorization", "Bearer "+n.key)
-	if cursor > 0 {
-		req.Header.Set("Last-Event-ID", strconv.FormatInt(cursor, 10))
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(n.t, err)
-	require.Equal(n.t, 200, resp.StatusCode)
 	out := make(chan streamResult, 1)
 	go func() {
 		defer resp.Body.Close()
 		out <- readStream(bufio.NewReader(resp.Body))
 	}()
 	return out
+}
+
+// openStream opens the session's stream after cursor (safe off the test
+// goroutine: it asserts nothing).
+func (n *node) openStream(ctx context.Context, id string, cursor int64) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", n.base+"/sessions/"+id+"/stream", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+n.key)
+	if cursor > 0 {
+		req.Header.Set("Last-Event-ID", strconv.FormatInt(cursor, 10))
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != 200 {
+		resp.Body.Close()
+		return nil, fmt.Errorf("stream answered %d", resp.StatusCode)
+	}
+	return resp, nil
+}
+
+// streamAll reads the session's whole stream once (off the test goroutine).
+func (n *node) streamAll(ctx context.Context, id string) streamResult {
+	resp, err := n.openStream(ctx, id, 0)
+	if err != nil {
+		return streamResult{err: err}
+	}
+	defer resp.Body.Close()
+	return readStream(bufio.NewReader(resp.Body))
 }
 
 func readStream(r *bufio.Reader) streamResult {
@@ -243,11 +268,14 @@ func TestTerminateRacingTurnStart(t *testing.T) {
 		id := n.session(n.agent(nil), "ok")
 		<-hook.terminated
 		require.NoError(t, hook.err)
+		// The session is terminated already, so its stream may end before
+		// the turn's outcome is logged: wait for the actor to retire first
+		// (it does once the outcome is durable).
+		require.Eventually(t, func() bool { return n.app.Sessions().Live() == 0 }, 30*time.Second, 5*time.Millisecond)
 		evs := n.waitDone(id, time.Minute)
 		require.Equal(t, "terminated", evs[len(evs)-1].typ())
 		require.Zero(t, hook.lateExecs.Load(), "the agent was started after terminate")
 		require.Contains(t, outputText(evs, "stderr"), "turn aborted: session terminated before execution started")
-		require.Eventually(t, func() bool { return n.app.Sessions().Live() == 0 }, 10*time.Second, 5*time.Millisecond)
 		s := n.do("GET", "/sessions/"+id, nil).obj(t)
 		require.Equal(t, "terminated", s["status"])
 		turns := n.do("GET", "/sessions/"+id+"/turns", nil).obj(t)["data"].([]any)
@@ -394,58 +422,74 @@ func TestOutputCap(t *testing.T) {
 	}
 }
 
-// TestPublishNeverAfterFinish (issue 9 defect 11, dev publish): publishes
-// racing a turn's end are either in the turn (before its terminal event, so
-// a live reader sees them) or refused with 409 — never committed after the
-// finish.
+// TestPublishNeverAfterFinish (issue 9 defect 11, dev publish D19): a
+// publish that arrives after the turn's finish was queued, but before it
+// committed, is refused (409) instead of committing after the finish, where
+// a live reader (already told the turn ended) would never see it. The
+// finish is held in its transaction by a row lock on the session that the
+// test takes (FOR NO KEY UPDATE: output inserts still pass, the finish's
+// status update waits).
 func TestPublishNeverAfterFinish(t *testing.T) {
 	t.Parallel()
-	n := devNode(t)
-	agent := n.agent(nil)
-	for rep := range 10 {
-		id := n.session(agent, "slow:10")
-		waitStatus(t, n, id, "running")
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		live := n.follow(ctx, id, 0)
-		var wg sync.WaitGroup
-		errs := make(chan error, 8)
-		for range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					req, err := http.NewRequest("POST", n.base+"/dev/sessions/"+id+"/output", strings.NewReader("p\n"))
-					if err != nil {
-						errs <- err
-						return
-					}
-					req.Header.Set("Authorization", "Bearer "+n.key)
-					resp, err := http.DefaultClient.Do(req)
-					if err != nil {
-						errs <- err
-						return
-					}
-					resp.Body.Close()
-					switch resp.StatusCode {
-					case 201:
-					case 409:
-						return
-					default:
-						errs <- fmt.Errorf("publish answered %d", resp.StatusCode)
-						return
-					}
-				}
-			}()
+	n := startNode(t, nodeOpts{dialect: migrations.Postgres, backend: backendLocal,
+		env: map[string]string{"AOD_DEV_PUBLISH": "1"}})
+	id := n.session(n.agent(nil), "slow:20")
+	waitOutput(t, n, id, "line 0001")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	live := n.follow(ctx, id, 0)
+	before := n.publish(id, "before the end\n")
+	require.Positive(t, before)
+
+	conn, err := pgx.Connect(ctx, n.cfg.DatabaseURL)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, "SELECT 1 FROM agent_sessions WHERE id = $1 FOR NO KEY UPDATE", id)
+	require.NoError(t, err)
+	// The agent exits; the turn's finish then waits for the lock.
+	turn, err := n.app.DB().TurnLatest(ctx, id)
+	require.NoError(t, err)
+	p, err := n.execRunner().Open(n.handle(id), turn.ExecID)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { _, done := p.Exit(); return done }, time.Minute, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		var waiting int
+		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+			AND query LIKE 'UPDATE "agent_sessions"%' AND datname = current_database()`).Scan(&waiting)
+		return err == nil && waiting > 0
+	}, 30*time.Second, 10*time.Millisecond, "the finish never waited for the session row")
+
+	late := make(chan int, 1)
+	go func() {
+		req, err := http.NewRequest("POST", n.base+"/dev/sessions/"+id+"/output", strings.NewReader("after the end\n"))
+		if err != nil {
+			late <- -1
+			return
 		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+n.key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			late <- -1
+			return
 		}
-		r := <-live
-		cancel()
-		require.NoError(t, r.err, "rep %d", rep)
-		require.Equal(t, "exit", r.terminal, "rep %d", rep)
-		require.Equal(t, n.logIDs(id), r.ids, "rep %d: the live reader saw every logged event before the terminal one", rep)
+		resp.Body.Close()
+		late <- resp.StatusCode
+	}()
+	// A refused publish answers at once; an accepted one waits for its
+	// commit, queued behind the finish, so release the lock after a while.
+	var status int
+	select {
+	case status = <-late:
+		require.NoError(t, tx.Rollback(ctx))
+	case <-time.After(2 * time.Second):
+		require.NoError(t, tx.Rollback(ctx))
+		status = <-late
 	}
+	r := <-live
+	require.NoError(t, r.err)
+	require.Equal(t, "exit", r.terminal)
+	require.Equal(t, 409, status, "a publish after the finish was queued is refused")
+	require.Equal(t, n.logIDs(id), r.ids, "the live reader saw every logged event before the terminal one")
 }
