@@ -56,9 +56,7 @@ func TestActorRespawnStress(t *testing.T) {
 				r := n.do("POST", "/sessions/"+id+"/prompt", map[string]any{"prompt": fmt.Sprintf("turn %d", turn)})
 				require.Equal(t, 202, r.status, string(r.body))
 				n.waitDone(id, 30*time.Second)
-				require.Eventually(t, func() bool {
-					return n.do("GET", "/sessions/"+id, nil).obj(t)["status"] == "completed"
-				}, 30*time.Second, 5*time.Millisecond)
+				waitStatus(t, n, id, "completed")
 			}
 			close(stop)
 			readers.Wait()
