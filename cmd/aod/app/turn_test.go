@@ -433,7 +433,8 @@ func TestPublishNeverAfterFinish(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, nodeOpts{dialect: migrations.Postgres, backend: backendLocal,
 		env: map[string]string{"AOD_DEV_PUBLISH": "1"}})
-	id := n.session(n.agent(nil), "slow:20")
+	// 3 s of output: the lock below is taken long before the agent ends.
+	id := n.session(n.agent(nil), "slow:60")
 	waitOutput(t, n, id, "line 0001")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -446,20 +447,26 @@ func TestPublishNeverAfterFinish(t *testing.T) {
 	defer conn.Close(context.Background())
 	tx, err := conn.Begin(ctx)
 	require.NoError(t, err)
-	_, err = tx.Exec(ctx, "SELECT 1 FROM agent_sessions WHERE id = $1 FOR NO KEY UPDATE", id)
-	require.NoError(t, err)
+	var status string
+	require.NoError(t, tx.QueryRow(ctx, "SELECT status FROM agent_sessions WHERE id = $1 FOR NO KEY UPDATE", id).Scan(&status))
+	require.Equal(t, "running", status, "the turn ended before the test took the lock")
 	// The agent exits; the turn's finish then waits for the lock.
 	turn, err := n.app.DB().TurnLatest(ctx, id)
 	require.NoError(t, err)
 	p, err := n.execRunner().Open(n.handle(id), turn.ExecID)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { _, done := p.Exit(); return done }, time.Minute, 10*time.Millisecond)
+	// Watch from another connection: inside the locking transaction
+	// pg_stat_activity would be one frozen snapshot.
+	watch, err := pgx.Connect(ctx, n.cfg.DatabaseURL)
+	require.NoError(t, err)
+	defer watch.Close(context.Background())
 	require.Eventually(t, func() bool {
 		var waiting int
-		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+		err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
 			AND query LIKE 'UPDATE "agent_sessions"%' AND datname = current_database()`).Scan(&waiting)
 		return err == nil && waiting > 0
-	}, 30*time.Second, 10*time.Millisecond, "the finish never waited for the session row")
+	}, 30*time.Second, 10*time.Millisecond, "the finish never waited for the session row: %s", pgActivity(ctx, watch))
 
 	late := make(chan int, 1)
 	go func() {
@@ -479,17 +486,37 @@ func TestPublishNeverAfterFinish(t *testing.T) {
 	}()
 	// A refused publish answers at once; an accepted one waits for its
 	// commit, queued behind the finish, so release the lock after a while.
-	var status int
+	var code int
 	select {
-	case status = <-late:
+	case code = <-late:
 		require.NoError(t, tx.Rollback(ctx))
 	case <-time.After(2 * time.Second):
 		require.NoError(t, tx.Rollback(ctx))
-		status = <-late
+		code = <-late
 	}
 	r := <-live
 	require.NoError(t, r.err)
 	require.Equal(t, "exit", r.terminal)
-	require.Equal(t, 409, status, "a publish after the finish was queued is refused")
+	require.Equal(t, 409, code, "a publish after the finish was queued is refused")
 	require.Equal(t, n.logIDs(id), r.ids, "the live reader saw every logged event before the terminal one")
+}
+
+// pgActivity describes the other sessions of the test's database (for
+// failure messages).
+func pgActivity(ctx context.Context, conn *pgx.Conn) string {
+	rows, err := conn.Query(ctx, `SELECT coalesce(wait_event_type, ''), coalesce(wait_event, ''), state, left(query, 120)
+		FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`)
+	if err != nil {
+		return err.Error()
+	}
+	defer rows.Close()
+	var b strings.Builder
+	for rows.Next() {
+		var typ, ev, state, q string
+		if err := rows.Scan(&typ, &ev, &state, &q); err != nil {
+			return err.Error()
+		}
+		fmt.Fprintf(&b, "\n  [%s/%s] %s: %s", typ, ev, state, q)
+	}
+	return b.String()
 }
