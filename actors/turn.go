@@ -229,6 +229,9 @@ func (r *turnRun) start(ctx context.Context) (sprites.Exec, error) {
 	if err := a.writer.submitWait(ctx, &logOp{updates: []persistence.Update{
 		persistence.SetTurn(r.t.ID, map[string]any{"exec_id": r.execID}),
 	}}); err != nil {
+		// Without a durable exec id no later start could re-attach: the
+		// agent must not run on unsupervised.
+		r.kill()
 		exec.Close()
 		return nil, err
 	}
