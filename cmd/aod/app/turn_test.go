@@ -320,20 +320,22 @@ func TestLostExecStreamIsReattached(t *testing.T) {
 	t.Parallel()
 	t.Run("drops", func(t *testing.T) {
 		t.Parallel()
-		fb := &faultOnAgentExec{faults: spritestest.Faults{DropExecs: 4, DropAfterFrames: 8}}
+		// Each connection (the first exec and every re-attach) is dropped
+		// after 8 output frames: about every 0.3 s of a 6 s turn.
+		fb := &faultOnAgentExec{faults: spritestest.Faults{DropExecs: 12, DropAfterFrames: 8}}
 		n := startNode(t, nodeOpts{dialect: migrations.SQLite, backend: backendFake,
 			clientOpts: []sprites.ClientOption{sprites.WithReattach(0, 10*time.Millisecond)},
 			wrap:       func(b sprites.Backend) sprites.Backend { fb.Backend = b; return fb }})
 		fb.node.Store(n)
-		id := n.session(n.agent(nil), "slow:60")
+		id := n.session(n.agent(nil), "slow:120")
 		evs := n.waitDone(id, 2*time.Minute)
 		require.Equal(t, "exit", evs[len(evs)-1].typ(), "stderr: %s", outputText(evs, "stderr"))
-		require.GreaterOrEqual(t, fb.attachCalls.Load(), int32(2), "the turn re-attached after the drops")
+		require.GreaterOrEqual(t, fb.attachCalls.Load(), int32(10), "the turn re-attached after each drop")
 		var got []string
 		for _, m := range numberedLine.FindAllStringSubmatch(outputText(evs, "stdout"), -1) {
 			got = append(got, m[1])
 		}
-		want := make([]string, 60)
+		want := make([]string, 120)
 		for i := range want {
 			want[i] = fmt.Sprintf("%04d", i+1)
 		}
