@@ -38,6 +38,18 @@ type Config struct {
 	// KillGrace is how long a killed turn's exec may take to report its
 	// exit before the turn is finalised anyway. Default 5s.
 	KillGrace time.Duration
+	// MaxTurnOutput and MaxSessionOutput cap the bytes of output text a
+	// turn and a session store: beyond them the turn fails and its exec is
+	// killed. Defaults 64 MiB and 256 MiB.
+	MaxTurnOutput    int64
+	MaxSessionOutput int64
+	// ReattachTries bounds the re-attaches to a turn's exec after its
+	// output stream was lost (consecutive, without output in between)
+	// before the exec is killed and the turn fails. Default 5.
+	ReattachTries int
+	// ReattachDelay is the delay before the first re-attach, doubling up
+	// to 5 s. Default 200ms.
+	ReattachDelay time.Duration
 }
 
 // Deps are the session actors' collaborators.
@@ -103,6 +115,18 @@ func NewManager(deps Deps) (*Manager, error) {
 	}
 	if c.KillGrace <= 0 {
 		c.KillGrace = 5 * time.Second
+	}
+	if c.MaxTurnOutput <= 0 {
+		c.MaxTurnOutput = 64 << 20
+	}
+	if c.MaxSessionOutput <= 0 {
+		c.MaxSessionOutput = 256 << 20
+	}
+	if c.ReattachTries <= 0 {
+		c.ReattachTries = 5
+	}
+	if c.ReattachDelay <= 0 {
+		c.ReattachDelay = 200 * time.Millisecond
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()

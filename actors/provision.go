@@ -318,7 +318,8 @@ func (p *provisionRun) fail(err error) {
 		events: []*persistence.Event{{SessionID: p.s.ID, Turn: &n, Kind: persistence.KindOutput, Stream: "stderr",
 			Data: "provision failed: " + msg + "\n"}},
 		updates: []persistence.Update{
-			persistence.SetTurn(p.t.ID, map[string]any{"status": persistence.StatusFailed, "exit_code": nil, "ended_at": ended}),
+			persistence.SetTurnIf(p.t.ID, []string{persistence.StatusPending, persistence.StatusRunning},
+				map[string]any{"status": persistence.StatusFailed, "exit_code": nil, "ended_at": ended}, nil),
 			persistence.SetSession(p.s.ID, map[string]any{"status": persistence.StatusFailed, "exit_code": nil, "backend_handle": ""}, true),
 		},
 		note: &workFinished{},

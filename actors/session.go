@@ -44,6 +44,7 @@ type sessionActor struct {
 	pendingSub []*Subscription // subscribers waiting for the first load
 
 	workCancel context.CancelFunc // cancels provisioning or the turn
+	run        *turnRun           // the running turn (publishes go through it)
 	execID     string
 	reload     bool // a kick arrived while busy: look for work again after
 	terminated bool // a terminate arrived: start nothing new
@@ -312,6 +313,7 @@ func (a *sessionActor) finishWork() {
 		a.workCancel = nil
 	}
 	a.execID = ""
+	a.run = nil
 	a.phase = phaseIdle
 	a.closeSubs(false)
 	if a.reload && !a.terminated {
@@ -385,21 +387,27 @@ func (a *sessionActor) startTurn(t *persistence.Turn, recovering bool) {
 	a.phase = phaseTurn
 	a.turn = t.TurnNumber
 	s := *a.session
-	a.goWork(func(ctx context.Context) { a.runTurn(ctx, &s, t, recovering) })
+	r := a.newTurnRun(&s, t)
+	a.run = r
+	a.goWork(func(ctx context.Context) { r.run(ctx, recovering) })
 }
 
-// publish appends an output event through the writer without blocking the
-// actor: the submit runs in a goroutine that answers the caller.
+// publish appends an output event through the running turn without
+// blocking the actor: the submit runs in a goroutine that answers the
+// caller.
 func (a *sessionActor) publish(cmd *publishCmd) {
-	if a.retiring || a.terminated || a.phase != phaseTurn || a.session == nil || a.session.Status == persistence.StatusTerminated {
+	r := a.run
+	if a.retiring || a.terminated || a.phase != phaseTurn || r == nil || a.session == nil || a.session.Status == persistence.StatusTerminated {
 		cmd.reply <- publishResult{err: ErrNotRunning}
 		return
 	}
 	n := a.turn
 	ev := &persistence.Event{SessionID: a.id, Turn: &n, Kind: persistence.KindOutput, Stream: "stdout", Data: sanitize([]byte(cmd.data))}
-	w, ctx := a.writer, a.ctx
+	ctx := a.ctx
 	go func() {
-		err := w.submitWait(ctx, &logOp{events: []*persistence.Event{ev}})
+		// Through the turn, so it is refused once the turn's finish is
+		// queued and never commits after it.
+		err := r.publish(ctx, ev)
 		cmd.reply <- publishResult{id: ev.ID, err: err}
 	}()
 }

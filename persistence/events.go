@@ -2,10 +2,13 @@ package persistence
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
 	"github.com/uptrace/bun"
+
+	"github.com/aodhq/aod/migrations"
 )
 
 // Event kinds in the session log.
@@ -147,15 +150,76 @@ func FailUnfinishedTurns(sessionID string) Update {
 // SetSessionIfActive updates columns of a session that is still pending or
 // running (an internal failure never rewrites a finished session).
 func SetSessionIfActive(sessionID string, cols map[string]any) Update {
+	return SetSessionIf(sessionID, []string{StatusPending, StatusRunning}, cols, nil)
+}
+
+// SetTurnIf is a guarded status transition of a turn: it updates cols only
+// while the turn's status is one of from. When matched is not nil it is set
+// to whether the row was updated (the last attempt of the transaction
+// wins, so read it only after the commit). A turn that terminate already
+// failed is never flipped back to running or completed.
+func SetTurnIf(turnID int64, from []string, cols map[string]any, matched *bool) Update {
 	return func(ctx context.Context, tx bun.Tx) error {
-		q := tx.NewUpdate().Table("agent_sessions").Where("id = ?", sessionID).Set("updated_at = ?", now()).
-			Where("status IN (?)", bun.In([]string{StatusPending, StatusRunning}))
+		q := tx.NewUpdate().Table("session_turns").Where("id = ?", turnID).Where("status IN (?)", bun.In(from))
 		for c, v := range cols {
 			q = q.Set("? = ?", bun.Ident(c), v)
 		}
-		if _, err := q.Exec(ctx); err != nil {
+		res, err := q.Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("persistence: update turn: %w", err)
+		}
+		return setMatched(res, matched, "turn")
+	}
+}
+
+// SetSessionIf is a guarded status transition of a session: it updates
+// cols (and updated_at) only while the session's status is one of from, so
+// "terminated" (never in from) is never overwritten. matched is as for
+// SetTurnIf.
+func SetSessionIf(sessionID string, from []string, cols map[string]any, matched *bool) Update {
+	return func(ctx context.Context, tx bun.Tx) error {
+		q := tx.NewUpdate().Table("agent_sessions").Where("id = ?", sessionID).Set("updated_at = ?", now()).
+			Where("status IN (?)", bun.In(from))
+		for c, v := range cols {
+			q = q.Set("? = ?", bun.Ident(c), v)
+		}
+		res, err := q.Exec(ctx)
+		if err != nil {
 			return fmt.Errorf("persistence: update session: %w", err)
 		}
+		return setMatched(res, matched, "session")
+	}
+}
+
+func setMatched(res sql.Result, matched *bool, what string) error {
+	if matched == nil {
 		return nil
 	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("persistence: update %s: rows affected: %w", what, err)
+	}
+	*matched = n > 0
+	return nil
+}
+
+// OutputBytes returns the bytes of output text stored for the session, in
+// all and for one of its turns (the output caps count them).
+func (db *DB) OutputBytes(ctx context.Context, sessionID string, turn int) (session, turnBytes int64, err error) {
+	size := "octet_length(data)"
+	if db.dialect == migrations.SQLite {
+		size = "length(CAST(data AS BLOB))"
+	}
+	var row struct {
+		Session int64 `bun:"s"`
+		Turn    int64 `bun:"t"`
+	}
+	err = db.bun.NewSelect().Table("agent_session_logs").
+		ColumnExpr("COALESCE(SUM("+size+"), 0) AS s").
+		ColumnExpr("COALESCE(SUM(CASE WHEN turn = ? THEN "+size+" ELSE 0 END), 0) AS t", turn).
+		Where("session_id = ?", sessionID).Where("kind = ?", KindOutput).Scan(ctx, &row)
+	if err != nil {
+		return 0, 0, fmt.Errorf("persistence: output bytes: %w", err)
+	}
+	return row.Session, row.Turn, nil
 }

@@ -26,6 +26,7 @@ const RecordFile = "/tmp/aod-standins.log"
 //	stderr:T   print T to stderr
 //	slow:N     print N lines "line %04d", one every 50 ms
 //	quiet:S    sleep S seconds without printing
+//	bytes:N    print N bytes of "x" (head -c syntax: 64M, 1G) as fast as possible
 const agentScript = `#!/bin/bash
 name=$(basename "$0")
 echo "$name $*" >> ` + RecordFile + `
@@ -41,6 +42,7 @@ while IFS= read -r line; do
     flood:*) seq -f '%08.0f' 1 "${line#flood:}" ;;
     stderr:*) echo "${line#stderr:}" >&2 ;;
     quiet:*) sleep "${line#quiet:}" ;;
+    bytes:*) head -c "${line#bytes:}" /dev/zero | tr '\0' x ;;
     slow:*) for ((i=1; i<=${line#slow:}; i++)); do printf 'line %04d\n' "$i"; sleep 0.05; done ;;
   esac
 done <<< "$prompt"

@@ -142,8 +142,11 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger, opts Options) (*App
 	promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "aod", Name: "build_info", Help: "Build and node information (always 1).",
 	}, []string{"version", "database", "sandbox"}).WithLabelValues(cmp.Or(opts.Version, "dev"), string(db.Dialect()), cfg.Sandbox).Set(1)
+	actorCfg := opts.Actors
+	actorCfg.MaxTurnOutput = cmp.Or(actorCfg.MaxTurnOutput, cfg.MaxTurnOutput)
+	actorCfg.MaxSessionOutput = cmp.Or(actorCfg.MaxSessionOutput, cfg.MaxSessionOutput)
 	a.sessions, err = actors.NewManager(actors.Deps{
-		DB: db, Backend: a.backend, Owner: cluster.Single{Name: node}, Logger: log, Config: opts.Actors, Registerer: reg,
+		DB: db, Backend: a.backend, Owner: cluster.Single{Name: node}, Logger: log, Config: actorCfg, Registerer: reg,
 	})
 	if err != nil {
 		a.closeEarly()

@@ -30,6 +30,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 	require.Equal(t, 15*time.Second, c.SSEHeartbeat)
 	require.Equal(t, 600*time.Second, c.SSEStale)
 	require.False(t, c.DevPublish)
+	require.Equal(t, int64(64<<20), c.MaxTurnOutput)
+	require.Equal(t, int64(256<<20), c.MaxSessionOutput)
 }
 
 func TestLoadConfigValues(t *testing.T) {
@@ -45,11 +47,15 @@ func TestLoadConfigValues(t *testing.T) {
 		"AOD_LOCAL_UID_BASE":        "200000",
 		"AOD_LOCAL_UID_COUNT":       "1000",
 		"AOD_LISTEN":                ":8777",
+		"AOD_MAX_TURN_OUTPUT":       "2MiB",
+		"AOD_MAX_SESSION_OUTPUT":    "1048576",
 	}))
 	require.NoError(t, err)
 	require.Equal(t, ":8777", c.Listen)
 	require.Equal(t, 200000, c.LocalUIDBase)
 	require.Equal(t, 1000, c.LocalUIDCount)
+	require.Equal(t, int64(2<<20), c.MaxTurnOutput)
+	require.Equal(t, int64(1<<20), c.MaxSessionOutput)
 	require.Equal(t, []Bind{{"/srv/cache", "/opt/cache"}, {"/a", "/b"}}, c.LocalBinds)
 	require.Equal(t, "sprites", c.Sandbox)
 	require.Equal(t, "dj", c.EncryptionKey)
@@ -83,6 +89,9 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 		{"SPRITE_NAME_PREFIX", "Bad_Prefix"},
 		{"AOD_LOCAL_BINDS", "relative:/x"},
 		{"AOD_LOCAL_BINDS", "/only-src"},
+		{"AOD_MAX_TURN_OUTPUT", "0"},
+		{"AOD_MAX_TURN_OUTPUT", "64 pages"},
+		{"AOD_MAX_SESSION_OUTPUT", "-1MiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

@@ -121,7 +121,7 @@ const (
 )
 
 // newBackend returns a sandbox backend with the fixtures bound in.
-func newBackend(t *testing.T, kind backendKind) (sprites.Backend, *spritestest.Server) {
+func newBackend(t *testing.T, kind backendKind, clientOpts ...sprites.ClientOption) (sprites.Backend, *spritestest.Server) {
 	t.Helper()
 	fx := sandboxFixtures(t)
 	switch kind {
@@ -140,7 +140,7 @@ func newBackend(t *testing.T, kind backendKind) (sprites.Backend, *spritestest.S
 				deleteSandboxes(b, filepath.Join(dir, "sandboxes"))
 			}
 		})
-		return srv.Client(), srv
+		return srv.Client(clientOpts...), srv
 	default:
 		dir := filepath.Join(t.TempDir(), "sandboxes")
 		b, err := local.New(local.Config{Dir: dir, ExtraBinds: fx.binds})
@@ -161,6 +161,22 @@ type node struct {
 	userID  int64
 	backend sprites.Backend
 	fake    *spritestest.Server
+	raw     sprites.Backend // backend before nodeOpts.wrap
+	cfg     *Config
+	opts    Options
+	logger  *slog.Logger
+}
+
+// execRunner is the process runner behind the node's sandboxes (local or
+// fake Sprites), to inspect execs from the host side.
+func (n *node) execRunner() *runner.Runner {
+	n.t.Helper()
+	if n.fake != nil {
+		return n.fake.Runner
+	}
+	lb, ok := n.raw.(*local.Backend)
+	require.True(n.t, ok, "no process runner behind %T", n.raw)
+	return lb.Runner()
 }
 
 type nodeOpts struct {
@@ -169,6 +185,8 @@ type nodeOpts struct {
 	env     map[string]string
 	wrap    func(sprites.Backend) sprites.Backend
 	actors  actors.Config
+	// clientOpts configure the Sprites client of the fake-sprites backend.
+	clientOpts []sprites.ClientOption
 }
 
 func startNode(t *testing.T, o nodeOpts) *node {
@@ -189,26 +207,49 @@ func startNode(t *testing.T, o nodeOpts) *node {
 	}
 	cfg, err := LoadConfig(func(k string) string { return env[k] })
 	require.NoError(t, err)
-	backend, fake := newBackend(t, o.backend)
+	backend, fake := newBackend(t, o.backend, o.clientOpts...)
+	raw := backend
 	if o.wrap != nil {
 		backend = o.wrap(backend)
 	}
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx := context.Background()
-	a, err := New(ctx, cfg, logger, Options{Backend: backend, NodeName: "test", Actors: o.actors})
+	opts := Options{Backend: backend, NodeName: "test", Actors: o.actors}
+	a, err := New(ctx, cfg, logger, opts)
 	require.NoError(t, err)
 	require.NoError(t, a.Start(ctx))
+	n := &node{t: t, logs: logs, app: a, base: "http://" + a.HTTPAddr(), backend: backend, raw: raw, fake: fake, cfg: cfg, opts: opts, logger: logger}
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		_ = a.Stop(sctx)
+		_ = n.app.Stop(sctx)
 	})
 	u, err := a.DB().UserCreate(ctx, "u-"+persistence.NewUUID())
 	require.NoError(t, err)
 	key, _, err := a.DB().APIKeyCreate(ctx, &persistence.APIKeyCreateParams{UserID: u.ID})
 	require.NoError(t, err)
-	return &node{t: t, logs: logs, app: a, base: "http://" + a.HTTPAddr(), key: key, userID: u.ID, backend: backend, fake: fake}
+	n.key, n.userID = key, u.ID
+	return n
+}
+
+// stop stops the node gracefully (agent processes keep running, D4).
+func (n *node) stop() {
+	n.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(n.t, n.app.Stop(ctx))
+}
+
+// restart starts a new node on the stopped one's database, data directory
+// and backend, as a restart of aod does; it recovers unfinished sessions.
+func (n *node) restart() {
+	n.t.Helper()
+	ctx := context.Background()
+	a, err := New(ctx, n.cfg, n.logger, n.opts)
+	require.NoError(n.t, err)
+	require.NoError(n.t, a.Start(ctx))
+	n.app, n.base = a, "http://"+a.HTTPAddr()
 }
 
 // testWriter sends warnings and errors to t.Log.

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/aodhq/aod/migrations"
+	"github.com/aodhq/aod/persistence"
 )
 
 // TestActorRespawnStress runs many short turns back to back on one session:
@@ -27,6 +28,8 @@ func TestActorRespawnStress(t *testing.T) {
 			const turns = 25
 			stop := make(chan struct{})
 			var readers sync.WaitGroup
+			var mu sync.Mutex
+			var results []streamResult
 			for range 4 {
 				readers.Add(1)
 				go func() {
@@ -38,15 +41,13 @@ func TestActorRespawnStress(t *testing.T) {
 						default:
 						}
 						ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-						evs := n.stream(ctx, id, "")
-						err := ctx.Err()
+						r := n.streamAll(ctx, id)
 						cancel()
-						require.NoError(t, err, "a stream did not end")
-						require.NotEmpty(t, evs)
-						switch evs[len(evs)-1].typ() {
-						case "exit":
-						default:
-							t.Errorf("unexpected terminal %v", evs[len(evs)-1].data)
+						mu.Lock()
+						results = append(results, r)
+						mu.Unlock()
+						if r.err != nil {
+							return
 						}
 					}
 				}()
@@ -55,12 +56,31 @@ func TestActorRespawnStress(t *testing.T) {
 				r := n.do("POST", "/sessions/"+id+"/prompt", map[string]any{"prompt": fmt.Sprintf("turn %d", turn)})
 				require.Equal(t, 202, r.status, string(r.body))
 				n.waitDone(id, 30*time.Second)
-				require.Eventually(t, func() bool {
-					return n.do("GET", "/sessions/"+id, nil).obj(t)["status"] == "completed"
-				}, 30*time.Second, 5*time.Millisecond)
+				waitStatus(t, n, id, "completed")
 			}
 			close(stop)
 			readers.Wait()
+			// Every live reader saw each logged event exactly once, in order,
+			// up to a turn's end: what follows its last event in the log is
+			// the next turn's start, or nothing.
+			rows, err := n.app.DB().EventsAfter(context.Background(), id, 0, 1_000_000)
+			require.NoError(t, err)
+			require.NotEmpty(t, results)
+			for i, r := range results {
+				require.NoError(t, r.err, "reader %d", i)
+				require.Equal(t, "exit", r.terminal, "reader %d", i)
+				require.LessOrEqual(t, len(r.ids), len(rows), "reader %d", i)
+				want := make([]int64, len(r.ids))
+				for j := range want {
+					want[j] = rows[j].ID
+				}
+				require.Equal(t, want, r.ids, "reader %d: every logged event once, in order", i)
+				if len(r.ids) < len(rows) {
+					next := rows[len(r.ids)]
+					require.True(t, next.Kind == persistence.KindStage && next.Stage == "runtime_start",
+						"reader %d ended before the end of its turn: next logged event %+v", i, next)
+				}
+			}
 			turnsData := n.do("GET", "/sessions/"+id+"/turns", nil).obj(t)["data"].([]any)
 			require.Len(t, turnsData, turns)
 			for _, raw := range turnsData {

@@ -481,8 +481,10 @@ func TestRuntimeConfigFiles(t *testing.T) {
 
 func waitStatus(t *testing.T, n *node, id, status string) {
 	t.Helper()
+	// The condition runs on its own goroutine: it must not assert.
 	require.Eventually(t, func() bool {
-		return n.do("GET", "/sessions/"+id, nil).obj(t)["status"] == status
+		s, err := n.app.DB().SessionGet(context.Background(), 0, id)
+		return err == nil && s.Status == status
 	}, time.Minute, 20*time.Millisecond, "session never became %s", status)
 }
 
@@ -490,7 +492,9 @@ func waitOutput(t *testing.T, n *node, id, text string) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		evs, err := n.app.DB().EventsAfter(context.Background(), id, 0, 10000)
-		require.NoError(t, err)
+		if err != nil {
+			return false
+		}
 		for _, e := range evs {
 			if strings.Contains(e.Data, text) {
 				return true
@@ -504,7 +508,9 @@ func waitStage(t *testing.T, n *node, id, stage, state string) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		evs, err := n.app.DB().EventsAfter(context.Background(), id, 0, 10000)
-		require.NoError(t, err)
+		if err != nil {
+			return false
+		}
 		for _, e := range evs {
 			if e.Stage == stage && e.State == state {
 				return true
