@@ -58,6 +58,9 @@ type shimSpec struct {
 	Slirp bool `json:"slirp"`
 	// Stdin says the stdin file holds the command's input.
 	Stdin bool `json:"stdin"`
+	// Limits places the command in the sandbox's cgroup and sets its
+	// rlimits; nil without limits.
+	Limits *execLimits `json:"limits,omitempty"`
 }
 
 // pidRecord is what the shim writes to execs/<id>/pid once the command
@@ -99,6 +102,9 @@ func (r *Runner) Start(ctx context.Context, name string, spec Spec) (*Proc, erro
 	if err != nil {
 		return nil, err
 	}
+	if err := r.ensureLimits(ctx, name, d); err != nil { // after a reboot
+		return nil, fmt.Errorf("start in %q: %w", name, err)
+	}
 	if err := r.mountOverlays(d); err != nil { // after a reboot
 		return nil, fmt.Errorf("start in %q: %w", name, err)
 	}
@@ -128,8 +134,9 @@ func (r *Runner) Start(ctx context.Context, name string, spec Spec) (*Proc, erro
 			"LANG=C.UTF-8",
 			"TERM=xterm-256color",
 		},
-		Slirp: network == NetworkPrivate,
-		Stdin: spec.Stdin != nil,
+		Slirp:  network == NetworkPrivate,
+		Stdin:  spec.Stdin != nil,
+		Limits: r.sandboxLimits(name),
 	}
 
 	id := newExecID()

@@ -112,7 +112,13 @@ func runShim(dir string, ready *os.File) error {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, out, errf
 	cmd.ExtraFiles = []*os.File{infoW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	slirp, slirpExit, err := startBwrap(cmd, spec.Slirp)
+	if err := spec.Limits.applyRlimits(); err != nil {
+		return err
+	}
+	// Adopt the sandbox's init if bwrap dies before it, to wait for it.
+	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	oomBefore := spec.Limits.oomKills()
+	slirp, slirpExit, err := startBwrap(cmd, spec.Slirp, spec.Limits)
 	infoW.Close()
 	if err != nil {
 		return err
@@ -157,6 +163,10 @@ func runShim(dir string, ready *os.File) error {
 		_ = slirp.Process.Kill()
 		_ = slirp.Wait()
 	}
+	reapOrphans(reapBudget)
+	if err := spec.Limits.noteOOM(filepath.Join(dir, stderrFile), oomBefore); err != nil {
+		fmt.Fprintf(os.Stderr, "aod exec shim %s: note the memory limit: %v\n", dir, err)
+	}
 	if err := writeExit(dir, code); err != nil {
 		return fmt.Errorf("write exit code: %w", err)
 	}
@@ -179,7 +189,7 @@ func writeExit(dir string, code int) error {
 // made on the locked thread; slirp4netns is started from an ordinary
 // thread, in the host's namespace, and exits when the returned file is
 // closed (or this process ends).
-func startBwrap(cmd *exec.Cmd, private bool) (slirp *exec.Cmd, slirpExit *os.File, err error) {
+func startBwrap(cmd *exec.Cmd, private bool, limits *execLimits) (slirp *exec.Cmd, slirpExit *os.File, err error) {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
@@ -203,7 +213,13 @@ func startBwrap(cmd *exec.Cmd, private bool) (slirp *exec.Cmd, slirpExit *os.Fil
 		if c.err != nil || !<-proceed {
 			return // the locked thread ends with the goroutine
 		}
-		started <- cmd.Start()
+		// bwrap is born in the sandbox's cgroup (cgroup.go).
+		leave, err := limits.enter(cmd.SysProcAttr)
+		if err == nil {
+			err = cmd.Start()
+			leave()
+		}
+		started <- err
 		select {} // keep the thread for the shim's lifetime
 	}()
 	c := <-createdc
