@@ -99,21 +99,19 @@ func (l Limits) validate() error {
 }
 
 // FormatBytes renders n in binary units the way the limit messages and
-// the README write them: "2 GiB", "256 MiB", "1536 KiB", "100 B".
+// the README write them: "2 GiB", "256 MiB", "1.5 GiB", "100 B".
 func FormatBytes(n int64) string {
 	for _, u := range []struct {
 		shift uint
 		name  string
 	}{{40, "TiB"}, {30, "GiB"}, {20, "MiB"}, {10, "KiB"}} {
-		if n >= 1<<u.shift && n%(1<<u.shift) == 0 {
+		switch {
+		case n < 1<<u.shift:
+		case n%(1<<u.shift) == 0:
 			return fmt.Sprintf("%d %s", n>>u.shift, u.name)
+		default:
+			return fmt.Sprintf("%.1f %s", float64(n)/float64(int64(1)<<u.shift), u.name)
 		}
-	}
-	if n >= 1<<30 {
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	}
-	if n >= 1<<20 {
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 	}
 	return fmt.Sprintf("%d B", n)
 }
