@@ -50,6 +50,9 @@ type Config struct {
 	ShimArgv []string
 	// ExtraBinds are bound into every sandbox (for tests).
 	ExtraBinds []runner.Bind
+	// Limits bounds each sandbox's resources; the zero value is the
+	// defaults (see runner.Limits).
+	Limits runner.Limits
 	// Logger receives diagnostics; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -69,6 +72,7 @@ func New(cfg Config) (*Backend, error) {
 		Network:    cfg.Network,
 		ShimArgv:   cfg.ShimArgv,
 		ExtraBinds: cfg.ExtraBinds,
+		Limits:     cfg.Limits,
 		Logger:     cfg.Logger,
 	})
 	if err != nil {
@@ -81,7 +85,8 @@ func New(cfg Config) (*Backend, error) {
 func (b *Backend) Runner() *runner.Runner { return b.r }
 
 // Check reports whether bubblewrap, slirp4netns (for the private network),
-// root and overlayfs are available; the error says what to install.
+// root, overlayfs and what the resource limits need (cgroup controllers,
+// loop devices, mkfs.ext4) are available; the error says what to install.
 func (b *Backend) Check(ctx context.Context) error {
 	return b.r.Check()
 }

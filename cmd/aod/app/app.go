@@ -183,7 +183,7 @@ func NewBackend(cfg *Config, log *slog.Logger) (sprites.Backend, error) {
 	if cfg.Sandbox == "sprites" {
 		return sprites.NewClient(cfg.SpritesBaseURL, cfg.SpritesAPIKey, sprites.WithLogger(log)), nil
 	}
-	return local.New(local.Config{Dir: cfg.SandboxDir(), Network: cfg.LocalNetwork, ExtraBinds: cfg.RunnerBinds(), Logger: log})
+	return local.New(local.Config{Dir: cfg.SandboxDir(), Network: cfg.LocalNetwork, ExtraBinds: cfg.RunnerBinds(), Limits: cfg.LocalLimits, Logger: log})
 }
 
 // bootstrap creates user "admin" and prints its first API key when the
