@@ -137,16 +137,24 @@ func (r *Runner) cgroupName(name string) string {
 	return filepath.Join(cgroupParent, dirKey(r.dir)+"-"+name)
 }
 
-// sandboxLimits describes where the sandbox's limits live, for the shim.
+// sandboxLimits describes where the sandbox's limits live, for the shim;
+// nil with limits off.
 func (r *Runner) sandboxLimits(name string) *execLimits {
 	if r.limits.Off {
 		return nil
 	}
-	l := &execLimits{Memory: r.limits.Memory, NoFile: r.limits.NoFile}
+	return r.cgroupPaths(name)
+}
+
+// cgroupPaths describes the sandbox's cgroup on this host (whether or not
+// it exists).
+func (r *Runner) cgroupPaths(name string) *execLimits {
+	l := &execLimits{Memory: r.limits.Memory, Pids: r.limits.Pids, NoFile: r.limits.NoFile}
 	rel := r.cgroupName(name)
 	if r.cg.v2 != "" {
 		l.CgroupV2 = filepath.Join(r.cg.v2, rel)
 		l.OOMFile = filepath.Join(l.CgroupV2, "memory.events")
+		l.PidsFile = filepath.Join(l.CgroupV2, "pids.events")
 		return l
 	}
 	for _, c := range v1Controllers {
@@ -157,16 +165,20 @@ func (r *Runner) sandboxLimits(name string) *execLimits {
 	if mem, ok := r.cg.v1["memory"]; ok {
 		l.OOMFile = filepath.Join(mem, rel, "memory.oom_control")
 	}
+	if pids, ok := r.cg.v1["pids"]; ok {
+		l.PidsFile = filepath.Join(pids, rel, "pids.events")
+	}
 	return l
 }
 
 // cgroupDirs lists the sandbox's cgroup directories (one on v2, one per
-// hierarchy on v1).
+// hierarchy on v1), also with limits off (the sandbox may have been made
+// with limits on).
 func (r *Runner) cgroupDirs(name string) []string {
-	l := r.sandboxLimits(name)
-	if l == nil {
+	if r.cgErr != nil {
 		return nil
 	}
+	l := r.cgroupPaths(name)
 	if l.CgroupV2 != "" {
 		return []string{l.CgroupV2}
 	}
@@ -326,9 +338,6 @@ const cgroupRemoveBudget = 5 * time.Second
 // removeCgroup kills whatever is left in the sandbox's cgroup and removes
 // it. A missing cgroup is not an error.
 func (r *Runner) removeCgroup(ctx context.Context, name string) error {
-	if r.limits.Off {
-		return nil
-	}
 	deadline := time.Now().Add(cgroupRemoveBudget)
 	for _, dir := range r.cgroupDirs(name) {
 		for {

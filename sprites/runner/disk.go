@@ -40,12 +40,15 @@ const mkfsTimeout = 30 * time.Second
 // device between LOOP_CTL_GET_FREE and LOOP_CONFIGURE.
 const loopAttempts = 20
 
-// ensureDisk creates the sandbox's disk image unless it exists and mounts
+// ensureDisk creates the sandbox's disk image (with create set) and mounts
 // it with the bind mounts over it unless they are mounted (after a reboot
-// they are not).
-func (r *Runner) ensureDisk(ctx context.Context, d string) error {
-	if r.limits.Off {
-		return nil
+// they are not). Without create, a sandbox without an image is left alone.
+func (r *Runner) ensureDisk(ctx context.Context, d string, create bool) error {
+	img := filepath.Join(d, diskImage)
+	if !create {
+		if _, err := os.Stat(img); errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -58,7 +61,6 @@ func (r *Runner) ensureDisk(ctx context.Context, d string) error {
 		return err
 	}
 	if !mounted {
-		img := filepath.Join(d, diskImage)
 		if _, err := os.Stat(img); errors.Is(err, fs.ErrNotExist) {
 			tmpl, err := r.diskTemplate(ctx, r.limits.Disk)
 			if err != nil {
@@ -296,11 +298,8 @@ func attachLoop(backing *os.File) (*os.File, error) {
 }
 
 // unmountDisk unmounts the bind mounts and the disk image (which detaches
-// its loop device). Nothing mounted is not an error.
+// its loop device), also with limits off. Nothing mounted is not an error.
 func (r *Runner) unmountDisk(d string) error {
-	if r.limits.Off {
-		return nil
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var targets []string

@@ -102,7 +102,7 @@ func (r *Runner) Start(ctx context.Context, name string, spec Spec) (*Proc, erro
 	if err != nil {
 		return nil, err
 	}
-	if err := r.ensureLimits(ctx, name, d); err != nil { // after a reboot
+	if err := r.ensureLimits(ctx, name, d, false); err != nil { // after a reboot
 		return nil, fmt.Errorf("start in %q: %w", name, err)
 	}
 	if err := r.mountOverlays(d); err != nil { // after a reboot

@@ -153,8 +153,12 @@ type execLimits struct {
 	// OOMFile holds the cgroup's "oom_kill N" counter (memory.events or
 	// memory.oom_control).
 	OOMFile string `json:"oom_file,omitempty"`
-	// Memory is the memory limit, for the message.
+	// PidsFile holds the cgroup's "max N" count of forks refused at the
+	// process limit (pids.events).
+	PidsFile string `json:"pids_file,omitempty"`
+	// Memory and Pids are the limits, for the messages.
 	Memory int64 `json:"memory"`
+	Pids   int64 `json:"pids"`
 	// NoFile is RLIMIT_NOFILE for bwrap and everything under it.
 	NoFile uint64 `json:"nofile"`
 }
@@ -220,16 +224,25 @@ func (l *execLimits) enter(attr *syscall.SysProcAttr) (leave func(), err error) 
 	return leave, nil
 }
 
-// oomKills returns the cgroup's count of processes killed for memory.
-func (l *execLimits) oomKills() int64 {
-	if l == nil || l.OOMFile == "" {
-		return 0
+// limitCounts are the cgroup's counters of limit hits.
+type limitCounts struct {
+	oomKills     int64 // processes killed at the memory limit
+	forksRefused int64 // forks refused at the process limit
+}
+
+// counts reads the sandbox cgroup's counters of limit hits.
+func (l *execLimits) counts() limitCounts {
+	var c limitCounts
+	if l == nil {
+		return c
 	}
-	b, err := os.ReadFile(l.OOMFile)
-	if err != nil {
-		return 0
+	if b, err := os.ReadFile(l.OOMFile); err == nil && l.OOMFile != "" {
+		c.oomKills = flatKey(b, "oom_kill")
 	}
-	return flatKey(b, "oom_kill")
+	if b, err := os.ReadFile(l.PidsFile); err == nil && l.PidsFile != "" {
+		c.forksRefused = flatKey(b, "max")
+	}
+	return c
 }
 
 // oomMessage is appended to an exec's stderr when the memory limit killed
@@ -238,10 +251,29 @@ func oomMessage(limit int64) string {
 	return fmt.Sprintf("aod: sandbox memory limit (%s) reached; process killed\n", FormatBytes(limit))
 }
 
-// noteOOM appends the memory-limit message to the stderr spool when the
-// OOM counter moved past before, on a line of its own.
-func (l *execLimits) noteOOM(stderrPath string, before int64) error {
-	if l == nil || l.oomKills() <= before {
+// pidsMessage is appended to an exec's stderr when the process limit
+// refused forks while it ran.
+func pidsMessage(limit int64) string {
+	return fmt.Sprintf("aod: sandbox process limit (%d) reached; new processes were refused\n", limit)
+}
+
+// noteLimits appends, on lines of their own, a message for each limit the
+// sandbox hit since before to the stderr spool. The cgroup is the
+// sandbox's: a hit by another exec running at the same time is reported
+// to both.
+func (l *execLimits) noteLimits(stderrPath string, before limitCounts) error {
+	if l == nil {
+		return nil
+	}
+	now := l.counts()
+	var msg string
+	if now.forksRefused > before.forksRefused {
+		msg += pidsMessage(l.Pids)
+	}
+	if now.oomKills > before.oomKills {
+		msg += oomMessage(l.Memory)
+	}
+	if msg == "" {
 		return nil
 	}
 	f, err := os.OpenFile(stderrPath, os.O_RDWR|os.O_APPEND, 0)
@@ -249,7 +281,6 @@ func (l *execLimits) noteOOM(stderrPath string, before int64) error {
 		return err
 	}
 	defer f.Close()
-	msg := oomMessage(l.Memory)
 	if fi, err := f.Stat(); err == nil && fi.Size() > 0 {
 		var last [1]byte
 		if _, err := f.ReadAt(last[:], fi.Size()-1); err == nil && last[0] != '\n' {
@@ -316,19 +347,21 @@ func ensureDir(dir string) error {
 	return nil
 }
 
-// diskLimited says sandboxes live on their own disk images.
+// diskLimited says new sandboxes live on their own disk images.
 func (r *Runner) diskLimited() bool { return !r.limits.Off }
 
-// ensureLimits makes the sandbox's cgroup and mounts its disk, unless they
-// exist (Create, and Start after a reboot).
-func (r *Runner) ensureLimits(ctx context.Context, name, d string) error {
-	if r.limits.Off {
-		return nil
+// ensureLimits makes the sandbox's cgroup unless it exists, and mounts its
+// disk unless it is mounted: at Create (create set: the disk image is made
+// too), and at Start, after a reboot. A sandbox that has a disk image gets
+// it mounted even with limits off; one made without (limits off, or an
+// older aod) keeps its directories on the host's disk.
+func (r *Runner) ensureLimits(ctx context.Context, name, d string, create bool) error {
+	if !r.limits.Off {
+		if err := r.ensureCgroup(name); err != nil {
+			return fmt.Errorf("sandbox limits: %w", err)
+		}
 	}
-	if err := r.ensureCgroup(name); err != nil {
-		return fmt.Errorf("sandbox limits: %w", err)
-	}
-	if err := r.ensureDisk(ctx, d); err != nil {
+	if err := r.ensureDisk(ctx, d, create && !r.limits.Off); err != nil {
 		return fmt.Errorf("sandbox disk: %w", err)
 	}
 	return nil

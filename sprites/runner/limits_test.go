@@ -145,6 +145,8 @@ func TestLimitPids(t *testing.T) {
 	res := wait()
 	require.Equal(t, 137, res.code, "stderr: %.500s", res.stderr)
 	require.Contains(t, res.stderr, "fork: retry: "+eagain, "the bomb's shell must see EAGAIN")
+	require.True(t, strings.HasSuffix(res.stderr, "\naod: sandbox process limit (64) reached; new processes were refused\n"),
+		"stderr must end with aod's message: %q", res.stderr[max(0, len(res.stderr)-300):])
 
 	// The bomb is gone with its exec: the sandbox works again.
 	procs, err := r.cgroupProcs(attacker)
@@ -373,4 +375,38 @@ func TestParseFormatBytes(t *testing.T) {
 	require.Equal(t, "1.5 GiB", FormatBytes(3<<29))
 	require.Equal(t, "1.5 KiB", FormatBytes(1536))
 	require.Equal(t, "100 B", FormatBytes(100))
+}
+
+// TestLimitsSwitched: a sandbox made with limits off keeps its files when
+// a Runner with limits on runs in it, and one made with limits on is still
+// on its disk (mounted again after a reboot) and fully removed by a Runner
+// with limits off.
+func TestLimitsSwitched(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	off, err := New(Config{Dir: dir, Network: NetworkHost, Limits: Limits{Off: true}, Logger: testLogger(t)})
+	require.NoError(t, err)
+	on, err := New(Config{Dir: dir, Network: NetworkHost, Limits: testLimits, Logger: testLogger(t)})
+	require.NoError(t, err)
+
+	legacy := randomName(t)
+	createSandbox(t, off, legacy)
+	require.NoError(t, off.WriteFile(legacy, "/home/sprite/x", []byte("kept\n"), 0o644))
+	require.Equal(t, result{stdout: "kept\n"}, run(t, on, legacy, sh("cat /home/sprite/x")))
+
+	limited := randomName(t)
+	createSandbox(t, on, limited)
+	require.NoError(t, on.WriteFile(limited, "/home/sprite/y", []byte("on disk\n"), 0o644))
+	// A reboot: nothing is mounted any more.
+	d := filepath.Join(dir, limited)
+	require.NoError(t, on.unmountOverlays(d))
+	require.NoError(t, on.unmountDisk(d))
+	require.Empty(t, loopDevicesUnder(t, d))
+	require.Equal(t, result{stdout: "on disk\n"}, run(t, off, limited, sh("cat /home/sprite/y")))
+	require.Len(t, loopDevicesUnder(t, d), 1)
+	require.NoError(t, off.Delete(t.Context(), limited))
+	require.Empty(t, loopDevicesUnder(t, d), "Delete with limits off must free the loop device")
+	for _, cg := range on.cgroupDirs(limited) {
+		require.NoDirExists(t, cg, "Delete with limits off must remove the cgroup")
+	}
 }

@@ -132,9 +132,9 @@ func New(cfg Config) (*Runner, error) {
 		return nil, fmt.Errorf("runner: %w", err)
 	}
 	r := &Runner{cfg: cfg, dir: dir, logger: logger, shimArgv: shimArgv, lookPathFunc: exec.LookPath, limits: limits}
-	if !limits.Off {
-		r.cg, r.cgErr = detectCgroups()
-	}
+	// Detected also with limits off, to remove the cgroups of sandboxes
+	// made with limits on.
+	r.cg, r.cgErr = detectCgroups()
 	return r, nil
 }
 
@@ -214,7 +214,7 @@ func (r *Runner) Create(ctx context.Context, name string) error {
 }
 
 func (r *Runner) create(ctx context.Context, name, d string) error {
-	if err := r.ensureLimits(ctx, name, d); err != nil {
+	if err := r.ensureLimits(ctx, name, d, true); err != nil {
 		return err
 	}
 	for _, sub := range []string{"home", "tmp", "workspace", "execs"} {

@@ -117,7 +117,7 @@ func runShim(dir string, ready *os.File) error {
 	}
 	// Adopt the sandbox's init if bwrap dies before it, to wait for it.
 	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-	oomBefore := spec.Limits.oomKills()
+	hitsBefore := spec.Limits.counts()
 	slirp, slirpExit, err := startBwrap(cmd, spec.Slirp, spec.Limits)
 	infoW.Close()
 	if err != nil {
@@ -164,8 +164,8 @@ func runShim(dir string, ready *os.File) error {
 		_ = slirp.Wait()
 	}
 	reapOrphans(reapBudget)
-	if err := spec.Limits.noteOOM(filepath.Join(dir, stderrFile), oomBefore); err != nil {
-		fmt.Fprintf(os.Stderr, "aod exec shim %s: note the memory limit: %v\n", dir, err)
+	if err := spec.Limits.noteLimits(filepath.Join(dir, stderrFile), hitsBefore); err != nil {
+		fmt.Fprintf(os.Stderr, "aod exec shim %s: note the limits hit: %v\n", dir, err)
 	}
 	if err := writeExit(dir, code); err != nil {
 		return fmt.Errorf("write exit code: %w", err)
