@@ -302,16 +302,49 @@ func attachLoop(backing *os.File) (*os.File, error) {
 func (r *Runner) unmountDisk(d string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	mnt := filepath.Join(d, diskMount)
+	loop := -1 // the loop device's number, when the disk is mounted
+	var st unix.Stat_t
+	if mounted, _ := isMountPoint(mnt); mounted && unix.Stat(mnt, &st) == nil && unix.Major(st.Dev) == loopMajor {
+		loop = int(unix.Minor(st.Dev))
+	}
 	var targets []string
 	for _, sub := range diskDirs {
 		targets = append(targets, filepath.Join(d, sub))
 	}
-	for _, p := range append(targets, filepath.Join(d, diskMount)) {
+	for _, p := range append(targets, mnt) {
 		if err := unmountAll(p); err != nil {
 			return err
 		}
 	}
+	if loop >= 0 {
+		return waitLoopDetached(loop, filepath.Join(d, diskImage))
+	}
 	return nil
+}
+
+// loopMajor is the block major number of loop devices.
+const loopMajor = 7
+
+// loopDetachBudget bounds the wait for a loop device to detach after its
+// filesystem is unmounted (the kernel detaches it from a work queue).
+const loopDetachBudget = 5 * time.Second
+
+// waitLoopDetached waits until loop device n no longer has img as its
+// backing file, so Delete returns with the device free.
+func waitLoopDetached(n int, img string) error {
+	f := fmt.Sprintf("/sys/block/loop%d/loop/backing_file", n)
+	deadline := time.Now().Add(loopDetachBudget)
+	for {
+		b, err := os.ReadFile(f)
+		if err != nil || !strings.HasPrefix(strings.TrimSpace(string(b)), img) {
+			return nil // detached (the file is gone) or reused for another image
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("loop device /dev/loop%d (%s) still attached %s after unmounting it", n, img, loopDetachBudget)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // unmountAll unmounts whatever is mounted on p, retrying while it is busy
