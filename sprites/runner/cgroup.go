@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -60,9 +61,17 @@ func detectCgroups() (cgroupHost, error) {
 		return cgroupHost{}, fmt.Errorf("read mounts: %w", err)
 	}
 	defer f.Close()
+	return parseCgroupMounts(f, func(mnt string) ([]byte, error) {
+		return os.ReadFile(filepath.Join(mnt, "cgroup.controllers"))
+	})
+}
+
+// parseCgroupMounts picks the hierarchies from a mountinfo listing;
+// controllers reads a unified hierarchy's cgroup.controllers.
+func parseCgroupMounts(mountinfo io.Reader, controllers func(mnt string) ([]byte, error)) (cgroupHost, error) {
 	h := cgroupHost{v1: map[string]string{}}
 	var unified []string
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(mountinfo)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		left, right, ok := strings.Cut(sc.Text(), " - ")
@@ -91,7 +100,7 @@ func detectCgroups() (cgroupHost, error) {
 		return cgroupHost{}, fmt.Errorf("read mounts: %w", err)
 	}
 	for _, mnt := range unified {
-		b, err := os.ReadFile(filepath.Join(mnt, "cgroup.controllers"))
+		b, err := controllers(mnt)
 		if err != nil {
 			continue
 		}

@@ -410,3 +410,40 @@ func TestLimitsSwitched(t *testing.T) {
 		require.NoDirExists(t, cg, "Delete with limits off must remove the cgroup")
 	}
 }
+
+func TestParseCgroupMounts(t *testing.T) {
+	t.Parallel()
+	const (
+		hybrid = `25 18 0:23 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+26 25 0:24 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw
+28 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
+29 25 0:27 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+30 25 0:28 / /sys/fs/cgroup/pids rw,nosuid - cgroup cgroup rw,pids
+`
+		pure     = "25 18 0:23 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n"
+		noCgroup = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+	)
+	ctrls := map[string]string{
+		"/sys/fs/cgroup/unified": "",
+		"/sys/fs/cgroup":         "cpuset cpu io memory hugetlb pids rdma",
+	}
+	read := func(mnt string) ([]byte, error) {
+		c, ok := ctrls[mnt]
+		if !ok {
+			return nil, os.ErrNotExist
+		}
+		return []byte(c), nil
+	}
+	h, err := parseCgroupMounts(strings.NewReader(hybrid), read)
+	require.NoError(t, err)
+	require.Equal(t, cgroupHost{v1: map[string]string{"cpu": "/sys/fs/cgroup/cpu,cpuacct", "memory": "/sys/fs/cgroup/memory", "pids": "/sys/fs/cgroup/pids"}}, h,
+		"an empty unified hierarchy next to v1 controllers: v1")
+	h, err = parseCgroupMounts(strings.NewReader(pure), read)
+	require.NoError(t, err)
+	require.Equal(t, cgroupHost{v2: "/sys/fs/cgroup", v2CPU: true}, h)
+	_, err = parseCgroupMounts(strings.NewReader(noCgroup), read)
+	require.ErrorContains(t, err, "no cgroup hierarchy with the memory and pids controllers")
+	_, err = parseCgroupMounts(strings.NewReader("29 25 0:27 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"), read)
+	require.Error(t, err, "memory without pids is not enough")
+	require.Equal(t, "/a b", unescapeMount(`/a\040b`))
+}
