@@ -62,12 +62,8 @@ func (r *Runner) ensureDisk(ctx context.Context, d string, create bool) error {
 	}
 	if !mounted {
 		if _, err := os.Stat(img); errors.Is(err, fs.ErrNotExist) {
-			tmpl, err := r.diskTemplate(ctx, r.limits.Disk)
-			if err != nil {
+			if err := r.makeDisk(ctx, img, r.limits.Disk); err != nil {
 				return err
-			}
-			if err := copySparse(img, tmpl); err != nil {
-				return fmt.Errorf("copy disk image: %w", err)
 			}
 		}
 		if err := mountImage(img, mnt); err != nil {
@@ -95,94 +91,109 @@ func (r *Runner) ensureDisk(ctx context.Context, d string, create bool) error {
 	return nil
 }
 
-// templateDir holds, per disk size, an empty filesystem image that new
-// sandboxes' images are copied from (copying its few MiB of metadata is
-// several times faster than mkfs). Its name cannot be a sandbox name.
-const templateDir = ".disk-templates"
-
-// diskTemplate returns the path of the empty image of size bytes, making
-// it first if needed. Concurrent makers each make their own and rename it
-// into place; any of them is good.
-func (r *Runner) diskTemplate(ctx context.Context, size int64) (string, error) {
-	dir := filepath.Join(r.dir, templateDir)
-	p := filepath.Join(dir, fmt.Sprintf("ext4-%d.img", size))
-	if _, err := os.Stat(p); err == nil {
-		return p, nil
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("create disk template dir: %w", err)
-	}
-	tmp := p + "." + newExecID() + ".tmp"
-	if err := makeImage(ctx, tmp, size); err != nil {
-		_ = os.Remove(tmp)
-		return "", err
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		_ = os.Remove(tmp)
-		return "", fmt.Errorf("install disk template: %w", err)
-	}
-	return p, nil
+// diskTemplate is an empty filesystem image held in memory as its data
+// extents (a few MiB of metadata for 10 GiB): writing them into a new sparse
+// file is several times faster than mkfs.
+type diskTemplate struct {
+	size    int64
+	extents []extent
 }
 
-// copySparse copies src to a new file dst, only src's data extents: the
-// holes stay holes.
-func copySparse(dst, src string) error {
-	in, err := os.Open(src)
+type extent struct {
+	off  int64
+	data []byte
+}
+
+// makeDisk creates the image img of size bytes: from the runner's template
+// for that size, made (by mkfs, into img) and kept the first time.
+func (r *Runner) makeDisk(ctx context.Context, img string, size int64) error {
+	r.tmplMu.Lock()
+	t := r.templates[size]
+	r.tmplMu.Unlock()
+	if t != nil {
+		if err := t.write(img); err != nil {
+			_ = os.Remove(img)
+			return fmt.Errorf("write disk image: %w", err)
+		}
+		return nil
+	}
+	if err := makeImage(ctx, img, size); err != nil {
+		_ = os.Remove(img)
+		return err
+	}
+	t, err := readTemplate(img)
 	if err != nil {
-		return err
+		r.logger.Warn("runner: keep disk template", "err", err)
+		return nil // img is good; the next sandbox runs mkfs again
 	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
+	r.tmplMu.Lock()
+	defer r.tmplMu.Unlock()
+	if r.templates == nil {
+		r.templates = map[int64]*diskTemplate{}
 	}
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if err := copyExtents(out, in, fi.Size()); err != nil {
-		out.Close()
-		_ = os.Remove(dst)
-		return err
-	}
-	if err := out.Close(); err != nil {
-		_ = os.Remove(dst)
-		return err
-	}
+	r.templates[size] = t
 	return nil
 }
 
-func copyExtents(out, in *os.File, size int64) error {
-	if err := out.Truncate(size); err != nil {
-		return err
+// readTemplate reads the data extents of a fresh image.
+func readTemplate(img string) (*diskTemplate, error) {
+	f, err := os.Open(img)
+	if err != nil {
+		return nil, err
 	}
-	inFd, outFd := int(in.Fd()), int(out.Fd())
-	for off := int64(0); off < size; {
-		data, err := unix.Seek(inFd, off, unix.SEEK_DATA)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	t := &diskTemplate{size: fi.Size()}
+	var total int64
+	fd := int(f.Fd())
+	for off := int64(0); off < t.size; {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) {
-			return nil // only a hole is left
+			break // only a hole is left
 		}
 		if err != nil {
-			return fmt.Errorf("seek data: %w", err)
+			return nil, fmt.Errorf("seek data: %w", err)
 		}
-		hole, err := unix.Seek(inFd, data, unix.SEEK_HOLE)
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
 		if err != nil {
-			return fmt.Errorf("seek hole: %w", err)
+			return nil, fmt.Errorf("seek hole: %w", err)
 		}
-		for pos := data; pos < hole; {
-			rOff, wOff := pos, pos
-			n, err := unix.CopyFileRange(inFd, &rOff, outFd, &wOff, int(hole-pos), 0)
-			if err != nil {
-				return fmt.Errorf("copy range: %w", err)
-			}
-			if n == 0 {
-				return fmt.Errorf("copy range: short copy at %d of %d", pos, hole)
-			}
-			pos += int64(n)
+		if total += hole - data; total > maxTemplate {
+			return nil, fmt.Errorf("disk template over %d bytes", maxTemplate)
 		}
+		b := make([]byte, hole-data)
+		if _, err := f.ReadAt(b, data); err != nil {
+			return nil, err
+		}
+		t.extents = append(t.extents, extent{data, b})
 		off = hole
 	}
-	return nil
+	return t, nil
+}
+
+// maxTemplate bounds the memory a disk template may take.
+const maxTemplate = 64 << 20
+
+// write creates img as a sparse file with the template's extents.
+func (t *diskTemplate) write(img string) error {
+	f, err := os.OpenFile(img, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(t.size)
+	for _, e := range t.extents {
+		if err != nil {
+			break
+		}
+		_, err = f.WriteAt(e.data, e.off)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // makeImage creates a sparse file of size bytes with an ext4 filesystem

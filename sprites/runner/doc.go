@@ -55,8 +55,9 @@
 // sandboxes. The shim places bwrap in it as it starts (v2: CLONE_INTO_CGROUP;
 // v1: the starting thread joins the cgroups and leaves again), so every
 // process of the sandbox is born in it while the shim and slirp4netns stay
-// outside. Its disk is a sparse ext4 image copied from a per-size template
-// (Dir/.disk-templates), and RLIMIT_NOFILE is set in the shim before bwrap.
+// outside. Its disk is a sparse ext4 image written from a per-size template
+// the Runner keeps in memory (the data extents of its first mkfs), and
+// RLIMIT_NOFILE is set in the shim before bwrap.
 // When the memory limit killed a process or the process limit refused a
 // fork while an exec ran, the shim appends a line saying so to the exec's
 // stderr before it records the exit. Delete kills what is left in the

@@ -241,6 +241,17 @@ func TestLimitCgroup(t *testing.T) {
 	require.NoError(t, err)
 	name := randomName(t)
 	require.NoError(t, r1.Create(t.Context(), name))
+	// Dir holds sandboxes only (callers list it to find them).
+	second := randomName(t)
+	createSandbox(t, r1, second) // from the in-memory template
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	require.ElementsMatch(t, []string{name, second}, names)
+	require.NoError(t, r1.Delete(t.Context(), second))
 	loopsBefore := loopDevicesUnder(t, dir)
 	require.Len(t, loopsBefore, 1, "one loop device backs the sandbox's disk")
 

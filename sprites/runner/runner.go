@@ -89,6 +89,9 @@ type Runner struct {
 	cg     cgroupHost // the cgroup hierarchies, unless cgErr
 	cgErr  error      // why limits cannot be enforced
 
+	tmplMu    sync.Mutex
+	templates map[int64]*diskTemplate // by size (disk.go)
+
 	mu sync.Mutex // serialises mounting and unmounting
 }
 
