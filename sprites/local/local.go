@@ -52,6 +52,9 @@ type Config struct {
 	// EgressHosts maps names to test servers for the allow-list proxy (for
 	// tests; see runner.Config).
 	EgressHosts map[string]string
+	// Limits bounds each sandbox's resources; the zero value is the
+	// defaults (see runner.Limits).
+	Limits runner.Limits
 	// Logger receives diagnostics; nil means slog.Default().
 	Logger *slog.Logger
 	// UIDBase and UIDCount are the range of unprivileged host uids the
@@ -76,6 +79,7 @@ func New(cfg Config) (*Backend, error) {
 		ShimArgv:    cfg.ShimArgv,
 		ExtraBinds:  cfg.ExtraBinds,
 		EgressHosts: cfg.EgressHosts,
+		Limits:      cfg.Limits,
 		Logger:      cfg.Logger,
 		UIDBase:     cfg.UIDBase,
 		UIDCount:    cfg.UIDCount,
@@ -90,7 +94,8 @@ func New(cfg Config) (*Backend, error) {
 func (b *Backend) Runner() *runner.Runner { return b.r }
 
 // Check reports whether bubblewrap, slirp4netns (for the private network),
-// root and overlayfs are available; the error says what to install.
+// root, overlayfs and what the resource limits need (cgroup controllers,
+// loop devices, mkfs.ext4) are available; the error says what to install.
 func (b *Backend) Check(ctx context.Context) error {
 	return b.r.Check()
 }

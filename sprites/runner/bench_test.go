@@ -129,3 +129,79 @@ func BenchmarkCreateExec(b *testing.B) {
 	b.ReportMetric(float64(exec.Milliseconds())/float64(i*execs), "exec-ms")
 	b.ReportMetric(float64(del.Milliseconds())/float64(i), "delete-ms")
 }
+
+// benchRunners returns two runners, with the default resource limits
+// (cgroup, 10 GiB disk image, rlimits) and without limits, for the limit
+// benchmarks, which alternate between them in the same loop so that the
+// load of the machine weighs on both alike.
+func benchRunners(b *testing.B) (on, off *Runner) {
+	var err error
+	on, err = New(Config{Dir: b.TempDir(), Network: NetworkHost})
+	require.NoError(b, err)
+	off, err = New(Config{Dir: b.TempDir(), Network: NetworkHost, Limits: Limits{Off: true}})
+	require.NoError(b, err)
+	return on, off
+}
+
+// p50ms is the median of d in milliseconds.
+func p50ms(d []time.Duration) float64 {
+	slices.Sort(d)
+	return float64(d[len(d)/2].Microseconds()) / 1000
+}
+
+// BenchmarkCreate measures Create (ready to run commands) and Delete of a
+// sandbox with the resource limits on and off, and reports the medians
+// and the ratio on/off.
+func BenchmarkCreate(b *testing.B) {
+	on, off := benchRunners(b)
+	ctx := context.Background()
+	var create, del [2][]time.Duration
+	i := 0
+	for b.Loop() {
+		for k, r := range []*Runner{on, off} {
+			name := "bench-" + strconv.Itoa(i)
+			i++
+			t0 := time.Now()
+			require.NoError(b, r.Create(ctx, name))
+			t1 := time.Now()
+			require.NoError(b, r.Delete(ctx, name))
+			create[k] = append(create[k], t1.Sub(t0))
+			del[k] = append(del[k], time.Since(t1))
+		}
+	}
+	con, coff := p50ms(create[0]), p50ms(create[1])
+	b.ReportMetric(con, "create-ms-on")
+	b.ReportMetric(coff, "create-ms-off")
+	b.ReportMetric(con/coff, "create-ratio")
+	b.ReportMetric(p50ms(del[0]), "delete-ms-on")
+	b.ReportMetric(p50ms(del[1]), "delete-ms-off")
+}
+
+// BenchmarkExecStart measures Start (until the command runs) of `true`,
+// and Start to its exit, with the resource limits on and off, and reports
+// the medians and the ratio on/off.
+func BenchmarkExecStart(b *testing.B) {
+	on, off := benchRunners(b)
+	ctx := context.Background()
+	for _, r := range []*Runner{on, off} {
+		require.NoError(b, r.Create(ctx, "bench"))
+		b.Cleanup(func() { require.NoError(b, r.Delete(context.Background(), "bench")) })
+	}
+	var start, exit [2][]time.Duration
+	for b.Loop() {
+		for k, r := range []*Runner{on, off} {
+			t0 := time.Now()
+			p, err := r.Start(ctx, "bench", Spec{Argv: []string{"true"}})
+			require.NoError(b, err)
+			start[k] = append(start[k], time.Since(t0))
+			require.NoError(b, p.Watch(ctx, sprites.Offsets{}, func(sprites.Event) error { return nil }))
+			exit[k] = append(exit[k], time.Since(t0))
+		}
+	}
+	son, soff := p50ms(start[0]), p50ms(start[1])
+	b.ReportMetric(son, "start-ms-on")
+	b.ReportMetric(soff, "start-ms-off")
+	b.ReportMetric(son/soff, "start-ratio")
+	b.ReportMetric(p50ms(exit[0]), "exit-ms-on")
+	b.ReportMetric(p50ms(exit[1]), "exit-ms-off")
+}

@@ -17,6 +17,9 @@
 //	root/<d>/       the merged overlay mounted for /usr, /etc, /opt
 //	policy.json     the network policy
 //	execs/<id>/     one spool directory per exec
+//	disk.img        the sandbox's disk (with limits on), loop-mounted on
+//	disk/           which holds home, tmp, workspace and overlay, each
+//	                bind-mounted onto the directory of the same name above
 //
 // The host's /usr, /etc and /opt appear inside through a per-sandbox kernel
 // overlayfs (mounted by the runner, which must be root), so writes land in the
@@ -79,6 +82,24 @@
 //     proxy has a handshake deadline, bounded buffers and a connection cap
 //     per exec (one exec, one namespace, one proxy). Config.EgressHosts
 //     maps names to test servers for tests.
+//
+// # Resource limits
+//
+// Unless Config.Limits.Off, each sandbox has a cgroup, aod/<key>-<name>
+// under the root of each hierarchy (cgroup v2 when the unified hierarchy
+// has the memory and pids controllers, else the v1 memory, pids and cpu
+// hierarchies), with its memory, swap, process and CPU limits; the key is
+// derived from Dir, so a new Runner finds the cgroups of existing
+// sandboxes. The shim places bwrap in it as it starts (v2: CLONE_INTO_CGROUP;
+// v1: the starting thread joins the cgroups and leaves again), so every
+// process of the sandbox is born in it while the shim and slirp4netns stay
+// outside. Its disk is a sparse ext4 image written from a per-size template
+// the Runner keeps in memory (the data extents of its first mkfs), and
+// RLIMIT_NOFILE is set in the shim before bwrap.
+// When the memory limit killed a process or the process limit refused a
+// fork while an exec ran, the shim appends a line saying so to the exec's
+// stderr before it records the exit. Delete kills what is left in the
+// cgroup, removes it, and unmounts the disk (freeing its loop device).
 //
 // # Execs outlive their owner
 //

@@ -65,6 +65,9 @@ type shimSpec struct {
 	// UID is the sandbox's unprivileged host uid (and gid): the shim starts
 	// bwrap as it.
 	UID int `json:"uid"`
+	// Limits places the command in the sandbox's cgroup and sets its
+	// rlimits; nil without limits.
+	Limits *execLimits `json:"limits,omitempty"`
 }
 
 // pidRecord is what the shim writes to execs/<id>/pid once the command
@@ -106,6 +109,9 @@ func (r *Runner) Start(ctx context.Context, name string, spec Spec) (*Proc, erro
 	if err != nil {
 		return nil, err
 	}
+	if err := r.ensureLimits(ctx, name, d, false); err != nil { // after a reboot
+		return nil, fmt.Errorf("start in %q: %w", name, err)
+	}
 	if err := r.mountOverlays(d); err != nil { // after a reboot
 		return nil, fmt.Errorf("start in %q: %w", name, err)
 	}
@@ -145,9 +151,10 @@ func (r *Runner) Start(ctx context.Context, name string, spec Spec) (*Proc, erro
 			"LANG=C.UTF-8",
 			"TERM=xterm-256color",
 		},
-		Slirp: network == NetworkPrivate,
-		Stdin: spec.Stdin != nil,
-		UID:   uid,
+		Slirp:  network == NetworkPrivate,
+		Stdin:  spec.Stdin != nil,
+		UID:    uid,
+		Limits: r.sandboxLimits(name),
 	}
 	if network == networkProxy {
 		ss.Proxy = &proxySpec{Rules: policy.Rules, Override: r.cfg.EgressHosts}

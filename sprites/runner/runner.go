@@ -54,6 +54,9 @@ type Config struct {
 	// a test reaches a loopback server by an allowed name. The policy
 	// still decides whether a name is allowed.
 	EgressHosts map[string]string
+	// Limits bounds each sandbox's memory, processes, CPU, disk and open
+	// files; the zero value is the defaults (see Limits).
+	Limits Limits
 	// Logger receives diagnostics; nil means slog.Default().
 	Logger *slog.Logger
 	// UIDBase and UIDCount are the range of unprivileged host uids given to
@@ -98,6 +101,13 @@ type Runner struct {
 
 	// lookPathFunc finds host programs (exec.LookPath; replaced in tests).
 	lookPathFunc func(string) (string, error)
+
+	limits Limits     // with defaults
+	cg     cgroupHost // the cgroup hierarchies, unless cgErr
+	cgErr  error      // why limits cannot be enforced
+
+	tmplMu    sync.Mutex
+	templates map[int64]*diskTemplate // by size (disk.go)
 
 	mu sync.Mutex // serialises mounting and unmounting
 
@@ -173,10 +183,19 @@ func New(cfg Config) (*Runner, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Runner{
+	limits := cfg.Limits.withDefaults()
+	if err := limits.validate(); err != nil {
+		return nil, fmt.Errorf("runner: %w", err)
+	}
+	r := &Runner{
 		cfg: cfg, dir: dir, logger: logger, shimArgv: shimArgv, lookPathFunc: exec.LookPath,
 		uidBase: cfg.UIDBase, uidCount: cfg.UIDCount, stage: stage, dirKey: dirKey(dir),
-	}, nil
+		limits: limits,
+	}
+	// Detected also with limits off, to remove the cgroups of sandboxes
+	// made with limits on.
+	r.cg, r.cgErr = detectCgroups()
+	return r, nil
 }
 
 // Check reports whether this host can run sandboxes. The error names
@@ -202,6 +221,7 @@ func (r *Runner) Check() error {
 	if fss, err := os.ReadFile("/proc/filesystems"); err == nil && !bytes.Contains(fss, []byte("\toverlay\n")) {
 		problems = append(problems, "the kernel has no overlay filesystem: modprobe overlay")
 	}
+	problems = append(problems, r.checkLimits()...)
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
 	}
@@ -258,9 +278,13 @@ func (r *Runner) Create(ctx context.Context, name string) error {
 	return nil
 }
 
-func (r *Runner) create(_ context.Context, name, d string) error {
+func (r *Runner) create(ctx context.Context, name, d string) error {
+	if err := r.ensureLimits(ctx, name, d, true); err != nil {
+		return err
+	}
 	for _, sub := range []string{"home", "tmp", "workspace", "execs"} {
-		if err := os.Mkdir(filepath.Join(d, sub), 0o755); err != nil {
+		// home, tmp and workspace exist already on the sandbox's disk.
+		if err := os.Mkdir(filepath.Join(d, sub), 0o755); err != nil && !(r.diskLimited() && errors.Is(err, fs.ErrExist)) {
 			return err
 		}
 	}
@@ -426,6 +450,9 @@ func (r *Runner) destroy(ctx context.Context, name, d string) error {
 		return err
 	}
 	if err := r.unmountOverlays(d); err != nil {
+		return err
+	}
+	if err := r.releaseLimits(ctx, name, d); err != nil {
 		return err
 	}
 	r.releaseUID(name, d)

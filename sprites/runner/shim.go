@@ -121,6 +121,10 @@ func runShim(dir string, ready *os.File) error {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, out, errf
 	cmd.ExtraFiles = []*os.File{infoW, filter}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: sandboxCredential(spec.UID)}
+	if err := spec.Limits.applyRlimits(); err != nil {
+		infoW.Close()
+		return err
+	}
 	netw, err := shimNetwork(spec)
 	if err != nil {
 		infoW.Close()
@@ -129,7 +133,10 @@ func runShim(dir string, ready *os.File) error {
 	if netw.stop != nil {
 		defer netw.stop()
 	}
-	slirp, slirpExit, err := startBwrap(cmd, netw)
+	// Adopt the sandbox's init if bwrap dies before it, to wait for it.
+	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	hitsBefore := spec.Limits.counts()
+	slirp, slirpExit, err := startBwrap(cmd, netw, spec.Limits)
 	infoW.Close()
 	if err != nil {
 		return err
@@ -174,6 +181,10 @@ func runShim(dir string, ready *os.File) error {
 		_ = slirp.Process.Kill()
 		_ = slirp.Wait()
 	}
+	reapOrphans(reapBudget)
+	if err := spec.Limits.noteLimits(filepath.Join(dir, stderrFile), hitsBefore); err != nil {
+		fmt.Fprintf(os.Stderr, "aod exec shim %s: note the limits hit: %v\n", dir, err)
+	}
 	if err := writeExit(dir, code); err != nil {
 		return fmt.Errorf("write exit code: %w", err)
 	}
@@ -197,7 +208,7 @@ func writeExit(dir string, code int) error {
 // made on the locked thread; slirp4netns is started from an ordinary
 // thread, in the host's namespace, and exits when the returned file is
 // closed (or this process ends).
-func startBwrap(cmd *exec.Cmd, netw netSetup) (slirp *exec.Cmd, slirpExit *os.File, err error) {
+func startBwrap(cmd *exec.Cmd, netw netSetup, limits *execLimits) (slirp *exec.Cmd, slirpExit *os.File, err error) {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
@@ -226,7 +237,13 @@ func startBwrap(cmd *exec.Cmd, netw netSetup) (slirp *exec.Cmd, slirpExit *os.Fi
 		if c.err != nil || !<-proceed {
 			return // the locked thread ends with the goroutine
 		}
-		started <- cmd.Start()
+		// bwrap is born in the sandbox's cgroup (cgroup.go).
+		leave, err := limits.enter(cmd.SysProcAttr)
+		if err == nil {
+			err = cmd.Start()
+			leave()
+		}
+		started <- err
 		select {} // keep the thread for the shim's lifetime
 	}()
 	c := <-createdc

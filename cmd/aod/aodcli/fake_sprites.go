@@ -16,7 +16,8 @@ import (
 // [--dir D]`: the fake Sprites server (package spritestest) until ctx ends.
 // The token defaults to $SPRITES_API_KEY; the data directory to
 // $AOD_DATA_DIR/fake-sprites (or a directory under the system temp dir).
-// Sandboxes follow $AOD_LOCAL_NETWORK like the local backend.
+// Sandboxes follow $AOD_LOCAL_NETWORK and the AOD_LOCAL_* limits like the
+// local backend.
 //
 // Wiring (dev.go): fakeSprites should call fakeSpritesCmd, and maybeRunShim
 // should call runner.MaybeRunShim (the fake starts execs through the shim
@@ -46,6 +47,6 @@ func fakeSpritesCmd(ctx context.Context, args []string, env Env) error {
 	return spritestest.ListenAndServe(ctx, *listen, tok, spritestest.Options{
 		Dir:          d,
 		Logger:       logger,
-		RunnerConfig: runner.Config{Network: env.Getenv("AOD_LOCAL_NETWORK"), ExtraBinds: binds, Logger: logger},
+		RunnerConfig: runner.Config{Network: env.Getenv("AOD_LOCAL_NETWORK"), ExtraBinds: binds, Limits: cfg.LocalLimits, Logger: logger},
 	})
 }

@@ -187,7 +187,7 @@ func NewBackend(cfg *Config, log *slog.Logger) (sprites.Backend, error) {
 		return sprites.NewClient(cfg.SpritesBaseURL, cfg.SpritesAPIKey, sprites.WithLogger(log)), nil
 	}
 	return local.New(local.Config{
-		Dir: cfg.SandboxDir(), Network: cfg.LocalNetwork, ExtraBinds: cfg.RunnerBinds(), Logger: log,
+		Dir: cfg.SandboxDir(), Network: cfg.LocalNetwork, ExtraBinds: cfg.RunnerBinds(), Limits: cfg.LocalLimits, Logger: log,
 		UIDBase: cfg.LocalUIDBase, UIDCount: cfg.LocalUIDCount,
 	})
 }

@@ -36,6 +36,8 @@ type Config struct {
 	SpritesBaseURL   string // SPRITES_BASE_URL
 	SpriteNamePrefix string // SPRITE_NAME_PREFIX
 
+	LocalLimits runner.Limits // AOD_LOCAL_LIMITS, AOD_LOCAL_MEMORY, …: per-sandbox limits
+
 	DefaultTimeout               time.Duration // DEFAULT_TIMEOUT (seconds)
 	DefaultMaxConcurrentSessions int           // DEFAULT_MAX_CONCURRENT_SESSIONS
 
@@ -93,6 +95,7 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 	}
 	c.Sandbox = p.oneOf("AOD_SANDBOX", defaultSandbox, "local", "sprites")
 	c.LocalBinds = p.binds("AOD_LOCAL_BINDS")
+	c.LocalLimits = p.localLimits()
 	if old := p.str("FIELD_ENCRYPTION_KEYS_OLD", ""); old != "" {
 		for _, k := range strings.Split(old, ",") {
 			if k = strings.TrimSpace(k); k != "" {
