@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -134,16 +132,9 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// dirKey is a short stable key of the runner's directory, so runners on
-// different directories never share a cgroup.
-func dirKey(dir string) string {
-	sum := sha256.Sum256([]byte(dir))
-	return hex.EncodeToString(sum[:4])
-}
-
 // cgroupName is the sandbox's cgroup path below each hierarchy's root.
 func (r *Runner) cgroupName(name string) string {
-	return filepath.Join(cgroupParent, dirKey(r.dir)+"-"+name)
+	return filepath.Join(cgroupParent, r.dirKey+"-"+name)
 }
 
 // sandboxLimits describes where the sandbox's limits live, for the shim;

@@ -255,7 +255,9 @@ func (r *Runner) stagePath(name string) string {
 	return filepath.Join(r.stage, r.dirKey, name)
 }
 
-// dirKey names a runner's data directory under StageDir.
+// dirKey is a short stable key of a runner's data directory: it names the
+// directory under StageDir and prefixes the sandboxes' cgroups, so runners
+// on different directories share neither.
 func dirKey(dir string) string {
 	h := sha256.Sum256([]byte(dir))
 	return hex.EncodeToString(h[:6])

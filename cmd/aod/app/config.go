@@ -82,8 +82,8 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		DefaultTimeout:               time.Duration(p.intRange("DEFAULT_TIMEOUT", 600, 10, 3600)) * time.Second,
 		DefaultMaxConcurrentSessions: p.intRange("DEFAULT_MAX_CONCURRENT_SESSIONS", 100, 0, 1_000_000),
 
-		MaxTurnOutput:    p.size("AOD_MAX_TURN_OUTPUT", 64<<20),
-		MaxSessionOutput: p.size("AOD_MAX_SESSION_OUTPUT", 256<<20),
+		MaxTurnOutput:    p.size("AOD_MAX_TURN_OUTPUT", 64<<20, 1),
+		MaxSessionOutput: p.size("AOD_MAX_SESSION_OUTPUT", 256<<20, 1),
 
 		SSEHeartbeat: p.duration("AOD_SSE_HEARTBEAT", 15*time.Second),
 		SSEStale:     p.duration("AOD_SSE_STALE", 600*time.Second),
@@ -224,31 +224,6 @@ func (p *parser) boolean(name string, def bool) bool {
 		return def
 	}
 	return b
-}
-
-// size accepts a byte count, optionally with a binary unit: 1048576,
-// 1024KiB, 64MiB, 1GiB (K, M, G alone mean the same).
-func (p *parser) size(name string, def int64) int64 {
-	v := p.str(name, "")
-	if v == "" {
-		return def
-	}
-	num, mult := v, int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}} {
-		if strings.HasSuffix(v, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(v, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n <= 0 || n > (1<<50)/mult {
-		p.fail(name, fmt.Sprintf("%q is not a positive size in bytes (e.g. 67108864 or 64MiB)", v))
-		return def
-	}
-	return n * mult
 }
 
 func (p *parser) url(name, def string) string {
