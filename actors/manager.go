@@ -42,7 +42,8 @@ type Config struct {
 
 // Deps are the session actors' collaborators.
 type Deps struct {
-	DB      *persistence.DB
+	// DB is the store (a *persistence.DB in production).
+	DB      Store
 	Backend sprites.Backend
 	Owner   cluster.Ownership
 	Logger  *slog.Logger

@@ -37,7 +37,7 @@ type turnOffsets struct {
 // of queued ops is committed in one transaction (group commit), then
 // reported to the session actor, which fans the events out.
 type logWriter struct {
-	db        *persistence.DB
+	db        Store
 	log       *slog.Logger
 	ch        chan *logOp
 	batchMax  int
@@ -46,7 +46,7 @@ type logWriter struct {
 	metrics   *metrics
 }
 
-func newLogWriter(db *persistence.DB, log *slog.Logger, queue, batchMax int, onDurable func([]*persistence.Event, []any)) *logWriter {
+func newLogWriter(db Store, log *slog.Logger, queue, batchMax int, onDurable func([]*persistence.Event, []any)) *logWriter {
 	return &logWriter{
 		db: db, log: log, ch: make(chan *logOp, queue), batchMax: batchMax,
 		onDurable: onDurable, stopped: make(chan struct{}),
