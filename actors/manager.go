@@ -331,6 +331,14 @@ func (m *Manager) markRekick(e *actorEntry) {
 	m.mu.Unlock()
 }
 
+// hasActor reports whether the session has an actor here (running or
+// retiring).
+func (m *Manager) hasActor(sessionID string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.actors[sessionID] != nil
+}
+
 // LaggedSubscriptions counts live subscribers dropped for falling behind
 // (they catch up from the log).
 func (m *Manager) LaggedSubscriptions() int64 { return m.lagged.Load() }

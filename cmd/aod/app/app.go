@@ -34,6 +34,8 @@ type App struct {
 	db       *persistence.DB
 	backend  sprites.Backend
 	sessions *actors.Manager
+	// reconciler resumes unfinished sessions that have no actor.
+	reconciler *actors.Reconciler
 	server   *aodhttp.Server
 	ln       net.Listener
 	served   chan error
@@ -54,6 +56,9 @@ type Options struct {
 	Actors actors.Config
 	// Version is reported by aod_build_info.
 	Version string
+	// WrapStore, when set, wraps the store the session actors use (tests
+	// inject faults through it).
+	WrapStore func(actors.Store) actors.Store
 }
 
 // OpenSealer builds the field sealer per D14: FIELD_ENCRYPTION_KEY, else
@@ -142,13 +147,18 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger, opts Options) (*App
 	promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "aod", Name: "build_info", Help: "Build and node information (always 1).",
 	}, []string{"version", "database", "sandbox"}).WithLabelValues(cmp.Or(opts.Version, "dev"), string(db.Dialect()), cfg.Sandbox).Set(1)
+	var store actors.Store = db
+	if opts.WrapStore != nil {
+		store = opts.WrapStore(store)
+	}
 	a.sessions, err = actors.NewManager(actors.Deps{
-		DB: db, Backend: a.backend, Owner: cluster.Single{Name: node}, Logger: log, Config: opts.Actors, Registerer: reg,
+		DB: store, Backend: a.backend, Owner: cluster.Single{Name: node}, Logger: log, Config: opts.Actors, Registerer: reg,
 	})
 	if err != nil {
 		a.closeEarly()
 		return nil, err
 	}
+	a.reconciler = actors.NewReconciler(a.sessions, cfg.ReconcileInterval)
 	a.server = aodhttp.New(aodhttp.Deps{
 		DB:     db,
 		Logger: log,
@@ -228,6 +238,9 @@ func (a *App) closeEarly() {
 // Sessions returns the node's session actor manager.
 func (a *App) Sessions() *actors.Manager { return a.sessions }
 
+// Reconciler returns the node's session reconciler.
+func (a *App) Reconciler() *actors.Reconciler { return a.reconciler }
+
 // DB returns the node's database.
 func (a *App) DB() *persistence.DB { return a.db }
 
@@ -239,6 +252,9 @@ func (a *App) Start(ctx context.Context) error {
 		return fmt.Errorf("recover sessions: %w", err)
 	} else if n > 0 {
 		a.log.Info("recovering sessions", slog.Int("sessions", n))
+	}
+	if err := a.reconciler.Start(ctx); err != nil {
+		return fmt.Errorf("start session reconciler: %w", err)
 	}
 	a.served = make(chan error, 1)
 	go func() { a.served <- a.server.Serve(a.ln) }()
@@ -258,8 +274,8 @@ func (a *App) HTTPAddr() string {
 // Done reports the server's exit.
 func (a *App) Done() <-chan error { return a.served }
 
-// Stop shuts down in reverse order: HTTP (closing streams), then the
-// session actors (running execs keep running in their sandboxes and are
+// Stop shuts down in reverse order: HTTP (closing streams), the
+// reconciler, then the session actors (running execs keep running in their sandboxes and are
 // re-attached by the next start), then the database.
 func (a *App) Stop(ctx context.Context) error {
 	var errs []error
@@ -269,6 +285,9 @@ func (a *App) Stop(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 		}
 		cancel()
+	}
+	if a.reconciler != nil {
+		a.reconciler.Stop()
 	}
 	if a.sessions != nil {
 		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
