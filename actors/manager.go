@@ -80,9 +80,9 @@ type Manager struct {
 	bg      sync.WaitGroup // background sandbox deletes
 	// work counts every goroutine an actor starts (writer, load,
 	// provisioning, turn, kill, publish, retire): Stop waits for them.
-	work sync.WaitGroup
-	bgCtx   context.Context
-	bgStop  context.CancelFunc
+	work   sync.WaitGroup
+	bgCtx  context.Context
+	bgStop context.CancelFunc
 }
 
 type actorEntry struct {

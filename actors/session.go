@@ -50,8 +50,8 @@ type sessionActor struct {
 	// writerRunning: the writer goroutine was started (it closes
 	// entry.writerDone).
 	writerRunning bool
-	retiring   bool // the actor asked to stop: it starts nothing new
-	stopped    bool
+	retiring      bool // the actor asked to stop: it starts nothing new
+	stopped       bool
 }
 
 func newSessionActor(m *Manager, id string, entry *actorEntry) actor.Producer {

@@ -36,9 +36,9 @@ type App struct {
 	sessions *actors.Manager
 	// reconciler resumes unfinished sessions that have no actor.
 	reconciler *actors.Reconciler
-	server   *aodhttp.Server
-	ln       net.Listener
-	served   chan error
+	server     *aodhttp.Server
+	ln         net.Listener
+	served     chan error
 }
 
 // Options tune New beyond the configuration.
