@@ -78,11 +78,9 @@ type Manager struct {
 	actors  map[string]*actorEntry
 	closing bool
 	bg      sync.WaitGroup // background sandbox deletes
-	// work counts every goroutine an actor starts (writer, load,
-	// provisioning, turn, kill, publish, retire): Stop waits for them.
-	work   sync.WaitGroup
-	bgCtx  context.Context
-	bgStop context.CancelFunc
+	work    sync.WaitGroup // every goroutine an actor starts (see goTracked)
+	bgCtx   context.Context
+	bgStop  context.CancelFunc
 }
 
 type actorEntry struct {

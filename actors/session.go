@@ -47,11 +47,12 @@ type sessionActor struct {
 	execID     string
 	reload     bool // a kick arrived while busy: look for work again after
 	terminated bool // a terminate arrived: start nothing new
+	retiring   bool // the actor asked to stop: it starts nothing new
+	stopped    bool
+
 	// writerRunning: the writer goroutine was started (it closes
 	// entry.writerDone).
 	writerRunning bool
-	retiring      bool // the actor asked to stop: it starts nothing new
-	stopped       bool
 }
 
 func newSessionActor(m *Manager, id string, entry *actorEntry) actor.Producer {

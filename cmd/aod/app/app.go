@@ -34,11 +34,12 @@ type App struct {
 	db       *persistence.DB
 	backend  sprites.Backend
 	sessions *actors.Manager
+	server   *aodhttp.Server
+	ln       net.Listener
+	served   chan error
+
 	// reconciler resumes unfinished sessions that have no actor.
 	reconciler *actors.Reconciler
-	server     *aodhttp.Server
-	ln         net.Listener
-	served     chan error
 }
 
 // Options tune New beyond the configuration.
