@@ -114,6 +114,17 @@ func waitClosed(t *testing.T, ch <-chan struct{}, what string) {
 	}
 }
 
+func recvErr(t *testing.T, ch <-chan error, what string) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		return nil
+	}
+}
+
 func TestWriter(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -185,7 +196,7 @@ func TestWriter(t *testing.T) {
 			t.Fatal("the writer never gave up on the batch")
 		}
 		require.ErrorIs(t, abandonErr, errInjected)
-		require.Error(t, <-errc, "the producer learns that its op is not durable")
+		require.Error(t, recvErr(t, errc, "the producer's answer"), "the producer learns that its op is not durable")
 		failing.Lock()
 		down = false
 		failing.Unlock()
@@ -213,7 +224,7 @@ func TestWriter(t *testing.T) {
 			o := op(d)
 			go func() { errs <- b.w.submitWait(ctx, o) }()
 		}
-		<-b.abandoned
+		recvErr(t, b.abandoned, "the abandon")
 		close(release)
 		for range 2 {
 			select {
@@ -234,7 +245,7 @@ func TestWriter(t *testing.T) {
 		}}
 		b := startWriter(t, store, 8, time.Minute)
 		require.Error(t, b.w.submitWait(ctx, op("x")))
-		<-b.abandoned
+		recvErr(t, b.abandoned, "the abandon")
 		require.Equal(t, 1, store.callCount(), "a deleted session is not retried for a minute")
 	})
 
@@ -249,7 +260,7 @@ func TestWriter(t *testing.T) {
 		err := b.w.submitWait(ctx, op("x"))
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 		require.Less(t, time.Since(start), 5*time.Second)
-		require.ErrorIs(t, <-b.abandoned, context.DeadlineExceeded)
+		require.ErrorIs(t, recvErr(t, b.abandoned, "the abandon"), context.DeadlineExceeded)
 	})
 
 	// DrainOrder: on stop, what was queued is committed in order; the
