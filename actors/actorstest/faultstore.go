@@ -44,7 +44,8 @@ type Fault struct {
 	Err error
 	// Calls, when > 0, fails only that many calls, then the fault heals.
 	Calls int
-	// For, when > 0, heals the fault that long after Inject.
+	// For, when > 0, heals the fault that long after its first faulted
+	// call (so an outage can be aimed at a point of a turn with Match).
 	For time.Duration
 	// Stall, when non-nil, blocks faulted calls until it is closed or their
 	// context ends (then they return the context's error).
@@ -85,9 +86,6 @@ func (s *FaultStore) Inject(f Fault) {
 	s.fault = &f
 	s.left = f.Calls
 	s.until = time.Time{}
-	if f.For > 0 {
-		s.until = time.Now().Add(f.For)
-	}
 }
 
 // Heal removes the current fault.
@@ -124,6 +122,9 @@ func (s *FaultStore) check(method string, events []*persistence.Event) *Fault {
 	}
 	if !targeted || (method == MethodLogAppend && f.Match != nil && !f.Match(events)) {
 		return nil
+	}
+	if f.For > 0 && s.until.IsZero() {
+		s.until = time.Now().Add(f.For)
 	}
 	if f.Calls > 0 {
 		s.left--

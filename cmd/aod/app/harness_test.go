@@ -169,6 +169,8 @@ type nodeOpts struct {
 	env     map[string]string
 	wrap    func(sprites.Backend) sprites.Backend
 	actors  actors.Config
+	// wrapStore wraps the store the session actors use (fault injection).
+	wrapStore func(actors.Store) actors.Store
 }
 
 func startNode(t *testing.T, o nodeOpts) *node {
@@ -196,7 +198,7 @@ func startNode(t *testing.T, o nodeOpts) *node {
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx := context.Background()
-	a, err := New(ctx, cfg, logger, Options{Backend: backend, NodeName: "test", Actors: o.actors})
+	a, err := New(ctx, cfg, logger, Options{Backend: backend, NodeName: "test", Actors: o.actors, WrapStore: o.wrapStore})
 	require.NoError(t, err)
 	require.NoError(t, a.Start(ctx))
 	t.Cleanup(func() {
