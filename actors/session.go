@@ -286,6 +286,7 @@ func (a *sessionActor) unsubscribe(sub *Subscription) {
 	if _, ok := a.subs[sub]; ok {
 		delete(a.subs, sub)
 		close(sub.C)
+		a.m.TestSignals.SubscriberGone.Signal(a.id)
 	}
 	for i, p := range a.pendingSub {
 		if p == sub {
@@ -402,8 +403,10 @@ func (a *sessionActor) terminate() {
 	}
 }
 
-// goTracked runs fn in a goroutine that the manager's Stop waits for.
-// Called from Receive only (see Manager.work).
+// goTracked runs fn in a goroutine that the manager's Stop waits for. It is
+// called from Receive only: every Add then happens while this actor is
+// alive and not yet waited for, or while its retire goroutine holds a count,
+// so Stop's Wait never races an Add from zero.
 func (a *sessionActor) goTracked(fn func()) {
 	a.m.work.Add(1)
 	go func() {

@@ -420,3 +420,25 @@ func TestReconcilerKicksSessionWithoutActor(t *testing.T) {
 	require.Equal(t, persistence.StatusCompleted, st)
 	require.True(t, strings.HasPrefix(p.stdin, "do it"), p.stdin)
 }
+
+// TestUnsubscribeReachesTheActor: a subscriber that goes away is removed by
+// the actor (SubscriberGone), and later batches are not offered to it.
+func TestUnsubscribeReachesTheActor(t *testing.T) {
+	t.Parallel()
+	b := setupManager(t, migrations.SQLite, Config{})
+	id := b.session(t)
+	b.m.Kick(id)
+	p := b.proc(t)
+	sub := b.subscribe(t, id)
+	p.write(sprites.Stdout, "one\n")
+	waitOutput(t, sub, "one\n")
+	b.m.Unsubscribe(sub)
+	require.Equal(t, id, b.m.TestSignals.SubscriberGone.WaitOrTimeout())
+	for range sub.C { // closed by the actor; drain what was buffered
+	}
+	require.False(t, sub.Lagged(), "an unsubscribed subscriber is not lagged")
+	b.m.Unsubscribe(sub) // idempotent
+	p.exit(0)
+	b.retired(t, id)
+	b.m.TestSignals.SubscriberGone.RequireEmpty()
+}
