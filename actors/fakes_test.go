@@ -170,8 +170,27 @@ func (e *fakeExec) Close() error { return nil }
 // LogAppend and may fail it.
 type faultyStore struct {
 	Store
-	mu        sync.Mutex
-	logAppend func(ctx context.Context, events []*persistence.Event) error
+	mu         sync.Mutex
+	logAppend  func(ctx context.Context, events []*persistence.Event) error
+	sessionGet func(ctx context.Context) error
+}
+
+func (s *faultyStore) setSessionGet(fn func(ctx context.Context) error) {
+	s.mu.Lock()
+	s.sessionGet = fn
+	s.mu.Unlock()
+}
+
+func (s *faultyStore) SessionGet(ctx context.Context, userID int64, id string) (*persistence.Session, error) {
+	s.mu.Lock()
+	fn := s.sessionGet
+	s.mu.Unlock()
+	if fn != nil {
+		if err := fn(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return s.Store.SessionGet(ctx, userID, id)
 }
 
 func (s *faultyStore) setLogAppend(fn func(ctx context.Context, events []*persistence.Event) error) {

@@ -207,6 +207,12 @@ func (a *sessionActor) load() {
 }
 
 func (a *sessionActor) loaded(msg *stateLoaded) {
+	if a.retiring {
+		// Decided to stop meanwhile (a panic, an abandoned log): start
+		// nothing; a successor loads again.
+		a.answerPending(false)
+		return
+	}
 	if msg.err != nil {
 		// Deleted, or the database is unavailable: nothing to run.
 		a.m.log.Debug("session actor load", slog.String("session", a.id), slog.String("error", msg.err.Error()))

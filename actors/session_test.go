@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -39,7 +40,11 @@ func setupManager(t *testing.T, d migrations.Dialect, cfg Config) *actorBundle {
 		Skills: json.RawMessage("[]"), MCPServers: json.RawMessage("[]"), Metadata: json.RawMessage("{}")}
 	require.NoError(t, db.AgentCreate(ctx, agent))
 	b := &actorBundle{db: db, store: &faultyStore{Store: db}, backend: newFakeBackend(), userID: u.ID, agentID: agent.ID}
-	b.m, err = NewManager(Deps{DB: b.store, Backend: b.backend, Logger: slog.New(slog.DiscardHandler), Config: cfg})
+	logger := slog.New(slog.DiscardHandler)
+	if testing.Verbose() && os.Getenv("AOD_TEST_DEBUG") != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	b.m, err = NewManager(Deps{DB: b.store, Backend: b.backend, Logger: logger, Config: cfg})
 	require.NoError(t, err)
 	b.m.TestSignals.Init(t)
 	t.Cleanup(func() {
@@ -441,4 +446,43 @@ func TestUnsubscribeReachesTheActor(t *testing.T) {
 	p.exit(0)
 	b.retired(t, id)
 	b.m.TestSignals.SubscriberGone.RequireEmpty()
+}
+
+// TestKickWhileRetiring: a kick that reaches an actor after it decided to
+// retire is not lost: the successor incarnation is started as soon as the
+// old one is gone and picks up the work.
+func TestKickWhileRetiring(t *testing.T) {
+	t.Parallel()
+	b := setupManager(t, migrations.SQLite, Config{})
+	id := b.session(t)
+	// Hold the first incarnation's load, so the messages below are the
+	// only ones it acts on.
+	held := make(chan struct{}, 1)
+	b.store.setSessionGet(func(ctx context.Context) error {
+		held <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	b.m.Kick(id)
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the actor never loaded")
+	}
+	b.store.setSessionGet(nil)
+	// A failed load makes it retire; the kick queued right behind it
+	// reaches an actor that is retiring. Both are queued under the
+	// manager's lock, which the retiring actor needs before it can poison
+	// itself, so the kick is ahead of the poison pill.
+	b.m.mu.Lock()
+	e := b.m.actors[id]
+	b.m.engine.Send(e.pid, &stateLoaded{gen: e.gen, err: errInjected})
+	b.m.engine.Send(e.pid, &kick{})
+	b.m.mu.Unlock()
+	b.retired(t, id)
+	p := b.proc(t) // the successor runs the pending turn
+	p.exit(0)
+	b.retired(t, id)
+	st, _ := b.status(t, id)
+	require.Equal(t, persistence.StatusCompleted, st)
 }
