@@ -126,6 +126,7 @@ func (r *Reconciler) Sweep(ctx context.Context) (int, error) {
 			continue
 		}
 		r.m.Kick(s.ID)
+		r.m.metrics.reconciled.Inc()
 		r.TestSignals.Kicked.Signal(s.ID)
 		n++
 	}

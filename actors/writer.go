@@ -162,6 +162,9 @@ func (w *logWriter) drain(first *logOp) {
 func (w *logWriter) abandon(err error) {
 	w.log.Error("session log append abandoned; stopping the session's work until it is resumed", slog.String("error", err.Error()))
 	w.onAbandon(err)
+	if w.metrics != nil {
+		w.metrics.logAbandoned.Inc()
+	}
 	if w.signals != nil {
 		w.signals.BatchAbandoned.Signal(err)
 	}

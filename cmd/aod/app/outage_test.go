@@ -2,6 +2,8 @@ package app
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -66,6 +68,13 @@ func TestLogOutageLongerThanTheRetryBudget(t *testing.T) {
 			require.EqualValues(t, 0, s["exit_code"])
 			require.Positive(t, faults.Failures())
 			require.Contains(t, n.logs.String(), "session log append abandoned")
+			resp, err := http.Get(n.base + "/metrics")
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			require.Regexp(t, `aod_session_log_batches_abandoned_total [1-9]`, string(body))
+			require.Regexp(t, `aod_session_reconciler_kicks_total [1-9]`, string(body))
 		})
 	}
 }
