@@ -33,7 +33,7 @@ func TestLogOutageLongerThanTheRetryBudget(t *testing.T) {
 			n := startNode(t, nodeOpts{
 				dialect: d, backend: backendLocal,
 				env:    map[string]string{"AOD_RECONCILE_INTERVAL": "100ms"},
-				actors: actors.Config{CommitBudget: 300 * time.Millisecond},
+				actors: actors.Config{CommitBudget: 2 * time.Second},
 				wrapStore: func(s actors.Store) actors.Store {
 					faults = actorstest.NewFaultStore(s)
 					return faults
@@ -41,7 +41,7 @@ func TestLogOutageLongerThanTheRetryBudget(t *testing.T) {
 			})
 			n.app.Sessions().TestSignals.Init(t)
 			faults.Inject(actorstest.Fault{
-				Err: actorstest.ErrTransient, For: 1500 * time.Millisecond,
+				Err: actorstest.ErrTransient, For: 5 * time.Second,
 				Match: func(events []*persistence.Event) bool {
 					for _, e := range events {
 						if strings.Contains(e.Data, "line 0010") {
@@ -51,7 +51,7 @@ func TestLogOutageLongerThanTheRetryBudget(t *testing.T) {
 					return false
 				},
 			})
-			const total = 60
+			const total = 120
 			id := n.session(n.agent(nil), fmt.Sprintf("slow:%d", total), "timeout", 600)
 			require.Error(t, n.app.Sessions().TestSignals.BatchAbandoned.WaitOrTimeout(), "the outage outlasts the budget")
 
