@@ -28,6 +28,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	require.Equal(t, 15*time.Second, c.SSEHeartbeat)
 	require.Equal(t, 600*time.Second, c.SSEStale)
 	require.False(t, c.DevPublish)
+	require.Equal(t, 5*time.Second, c.ReconcileInterval)
 }
 
 func TestLoadConfigValues(t *testing.T) {
@@ -40,6 +41,7 @@ func TestLoadConfigValues(t *testing.T) {
 		"AOD_SSE_STALE":             "1m",
 		"DATABASE_URL":              "postgres://u@h/db",
 		"AOD_LOCAL_BINDS":           "/srv/cache:/opt/cache, /a:/b",
+		"AOD_RECONCILE_INTERVAL":    "250ms",
 	}))
 	require.NoError(t, err)
 	require.Equal(t, []Bind{{"/srv/cache", "/opt/cache"}, {"/a", "/b"}}, c.LocalBinds)
@@ -48,6 +50,7 @@ func TestLoadConfigValues(t *testing.T) {
 	require.Equal(t, []string{"a", "b"}, c.EncryptionKeysOld)
 	require.Equal(t, 2*time.Second, c.SSEHeartbeat)
 	require.Equal(t, time.Minute, c.SSEStale)
+	require.Equal(t, 250*time.Millisecond, c.ReconcileInterval)
 
 	c, err = LoadConfig(env(map[string]string{"FIELD_ENCRYPTION_KEY": "f", "DJANGO_SECRET_KEY": "dj"}))
 	require.NoError(t, err)
@@ -65,6 +68,7 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 		{"AOD_LOCAL_NETWORK", "bridge"},
 		{"AOD_SSE_HEARTBEAT", "soon"},
 		{"AOD_SSE_STALE", "0"},
+		{"AOD_RECONCILE_INTERVAL", "-1s"},
 		{"AOD_DEV_PUBLISH", "maybe"},
 		{"SPRITES_BASE_URL", "ftp://x"},
 		{"DATABASE_URL", "mysql://x"},
