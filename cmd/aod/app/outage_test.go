@@ -23,7 +23,8 @@ import (
 // lines were lost for good; now the turn stops without an outcome, the
 // reconciler resumes it once the log can be written, and every line is in
 // the log exactly once, in order. The session is never left running
-// without an actor: it completes.
+// without an actor: it completes with no client attached, resumed by the
+// reconciler alone.
 func TestLogOutageLongerThanTheRetryBudget(t *testing.T) {
 	t.Parallel()
 	for _, d := range []migrations.Dialect{migrations.Postgres, migrations.SQLite} {
@@ -39,7 +40,10 @@ func TestLogOutageLongerThanTheRetryBudget(t *testing.T) {
 					return faults
 				},
 			})
-			n.app.Sessions().TestSignals.Init(t)
+			sig := &n.app.Sessions().TestSignals
+			sig.Init(t)
+			rsig := &n.app.Reconciler().TestSignals
+			rsig.Init(t)
 			faults.Inject(actorstest.Fault{
 				Err: actorstest.ErrTransient, For: 5 * time.Second,
 				Match: func(events []*persistence.Event) bool {
@@ -53,7 +57,21 @@ func TestLogOutageLongerThanTheRetryBudget(t *testing.T) {
 			})
 			const total = 120
 			id := n.session(n.agent(nil), fmt.Sprintf("slow:%d", total), "timeout", 600)
-			require.Error(t, n.app.Sessions().TestSignals.BatchAbandoned.WaitOrTimeout(), "the outage outlasts the budget")
+			require.Error(t, sig.BatchAbandoned.WaitOrTimeout(), "the outage outlasts the budget")
+			// No client is streaming: the reconciler alone resumes the turn
+			// (a stream's re-subscribe would also spawn the actor).
+			for rsig.Kicked.WaitOrTimeout() != id {
+			}
+			for {
+				if sig.ActorRetired.WaitOrTimeout() != id {
+					continue
+				}
+				st, _, err := n.app.DB().SessionStatus(t.Context(), id)
+				require.NoError(t, err)
+				if st != persistence.StatusPending && st != persistence.StatusRunning {
+					break
+				}
+			}
 
 			evs := n.waitDone(id, 2*time.Minute)
 			require.Equal(t, "exit", evs[len(evs)-1].typ(), n.logs.String())
