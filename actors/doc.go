@@ -35,9 +35,31 @@
 //
 // # Failure
 //
-// A panic in Receive or in a work goroutine is recovered (hollywood would
-// otherwise crash the process after its last restart): the session and its
-// unfinished turn are marked failed in the database, never overwriting
-// "terminated", and the actor retires. A node shutdown cancels the work
-// without recording an outcome: the next start resumes it.
+// Never drop and continue. The writer retries a failing commit with backoff
+// within Config.CommitBudget (about a minute); a transient error (a lost
+// connection) is retried, a permanent one (a violated foreign key: the
+// session was deleted) is not. A batch that still cannot be committed stops
+// the writer — nothing after it is committed, every waiting producer gets an
+// error — and the session's work ends without recording an outcome, as at a
+// node shutdown, and the actor retires. The durable offsets are those of the
+// last committed batch, so when the Reconciler next kicks the session
+// (every few seconds, each pending or running session this node owns that
+// has no actor) the turn re-attaches and re-reads the missing bytes exactly
+// once (D5). The same sweep resumes a session whose load failed during an
+// outage.
+//
+// A panic in a work goroutine is recovered and recorded through the writer
+// (ordered after its queued events). A panic in Receive leaves the actor's
+// state suspect: its work and writer are stopped (the writer drains what was
+// queued), and only once the writer is gone is the failure appended —
+// unfinished turns and the session become failed, never overwriting
+// "terminated" — so there is never a second writer (D7); then this
+// incarnation, and never a successor, retires. hollywood would otherwise
+// crash the process after its last restart.
+//
+// Every goroutine an actor starts is counted by the Manager, whose Stop
+// waits for them within its context. Tests wait on TestSignals
+// (ActorRetired, BatchAbandoned, PanicRecorded, SubscriberGone) instead of
+// polling; actorstest.FaultStore injects store faults, storetest is the
+// store's conformance suite.
 package actors

@@ -50,11 +50,17 @@ type Config struct {
 	// ReattachDelay is the delay before the first re-attach, doubling up
 	// to 5 s. Default 200ms.
 	ReattachDelay time.Duration
+	// CommitBudget bounds the retries of one log batch. A batch not
+	// committed within it stops the session's work without an outcome
+	// (the reconciler resumes it from the last committed batch). Default
+	// 54s.
+	CommitBudget time.Duration
 }
 
 // Deps are the session actors' collaborators.
 type Deps struct {
-	DB      *persistence.DB
+	// DB is the store (a *persistence.DB in production).
+	DB      Store
 	Backend sprites.Backend
 	Owner   cluster.Ownership
 	Logger  *slog.Logger
@@ -76,12 +82,15 @@ type Manager struct {
 	lagged  atomic.Int64
 	metrics *metrics
 
+	// TestSignals are armed by tests (zero: no-ops).
+	TestSignals TestSignals
+
 	mu      sync.Mutex
 	gens    uint64
 	actors  map[string]*actorEntry
 	closing bool
-	bg      sync.WaitGroup // background deletes and failure records
-	work    sync.WaitGroup // provisioning, turn and load goroutines
+	bg      sync.WaitGroup // background sandbox deletes
+	work    sync.WaitGroup // every goroutine an actor starts (see goTracked)
 	bgCtx   context.Context
 	bgStop  context.CancelFunc
 }
@@ -92,6 +101,9 @@ type actorEntry struct {
 	gen      uint64
 	stopping bool
 	rekick   bool
+	// panicked: Receive panicked; the failure is recorded once the actor
+	// and its writer are gone, before a successor can start.
+	panicked bool
 	stopped  chan struct{}
 	// writerDone is closed when the actor's log writer has drained, so a
 	// successor never runs a second writer for the session (D7).
@@ -127,6 +139,9 @@ func NewManager(deps Deps) (*Manager, error) {
 	}
 	if c.ReattachDelay <= 0 {
 		c.ReattachDelay = 200 * time.Millisecond
+	}
+	if c.CommitBudget <= 0 {
+		c.CommitBudget = defaultCommitBudget
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
@@ -282,26 +297,41 @@ func (m *Manager) spawnLocked(sessionID string) *actorEntry {
 		// The inbox grows on demand; the default 1024 slots would be most
 		// of an idle actor's memory.
 		actor.WithInboxSize(16),
-		actor.WithMiddleware(m.recoverMiddleware(sessionID)))
+		actor.WithMiddleware(m.recoverMiddleware(sessionID, e)))
 	return e
 }
 
-// retire stops a session's actor once it has no work; the next send with
-// spawn re-creates it. A kick that reached the actor after this decision
-// (rekick) re-creates it as soon as the old one and its log writer are gone.
-func (m *Manager) retire(sessionID string) {
+// retire stops one incarnation of a session's actor once it has no work;
+// the next send with spawn re-creates it. It acts on e only, never on
+// whatever actor holds the session id now (a successor). A kick that
+// reached the actor after this decision (rekick) re-creates it as soon as
+// the old one and its log writer are gone.
+func (m *Manager) retire(sessionID string, e *actorEntry) {
 	m.mu.Lock()
-	e := m.actors[sessionID]
-	if e == nil || e.stopping {
+	if m.actors[sessionID] != e || e.stopping {
 		m.mu.Unlock()
 		return
 	}
 	e.stopping = true
+	// Added under mu while the entry turns stopping, so Stop (which waits
+	// for every actor not yet stopping) never waits on a counter that may
+	// still rise from zero.
+	m.work.Add(1)
 	m.mu.Unlock()
 	done := m.engine.Poison(e.pid)
 	go func() {
+		defer m.work.Done()
 		<-done.Done()
 		<-e.writerDone
+		m.mu.Lock()
+		panicked := e.panicked
+		m.mu.Unlock()
+		if panicked {
+			// The actor and its writer are gone: this is now the session's
+			// only writer (D7), and no successor starts before it is done.
+			m.recordFailure(sessionID)
+			m.TestSignals.PanicRecorded.Signal(sessionID)
+		}
 		m.mu.Lock()
 		if m.actors[sessionID] == e {
 			delete(m.actors, sessionID)
@@ -309,6 +339,7 @@ func (m *Manager) retire(sessionID string) {
 		rekick := e.rekick && !m.closing
 		m.mu.Unlock()
 		close(e.stopped)
+		m.TestSignals.ActorRetired.Signal(sessionID)
 		if rekick {
 			m.Kick(sessionID)
 		}
@@ -320,6 +351,14 @@ func (m *Manager) markRekick(e *actorEntry) {
 	m.mu.Lock()
 	e.rekick = true
 	m.mu.Unlock()
+}
+
+// hasActor reports whether the session has an actor here (running or
+// retiring).
+func (m *Manager) hasActor(sessionID string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.actors[sessionID] != nil
 }
 
 // LaggedSubscriptions counts live subscribers dropped for falling behind
@@ -366,16 +405,25 @@ func (m *Manager) Stop(ctx context.Context) error {
 }
 
 // recoverMiddleware keeps a panic inside Receive from reaching the engine
-// (go-deps §1 pitfall 1): the session is marked failed and the actor
-// retired.
-func (m *Manager) recoverMiddleware(sessionID string) actor.MiddlewareFunc {
+// (go-deps §1 pitfall 1). The actor's state is suspect, so nothing more is
+// decided by it: its work and writer are stopped (the writer drains what
+// was queued), and once both are gone the session is marked failed by the
+// retire path, before any successor incarnation can start (D7). Only this
+// incarnation (e) is retired.
+func (m *Manager) recoverMiddleware(sessionID string, e *actorEntry) actor.MiddlewareFunc {
 	return func(next actor.ReceiveFunc) actor.ReceiveFunc {
 		return func(c *actor.Context) {
 			defer func() {
 				if r := recover(); r != nil {
 					m.log.Error("session actor panicked", slog.String("session", sessionID), slog.Any("panic", r))
 					m.metrics.panics.Inc()
-					m.failSession(sessionID, func() { m.retire(sessionID) })
+					if a, ok := c.Receiver().(*sessionActor); ok {
+						a.panicked()
+					}
+					m.mu.Lock()
+					e.panicked = true
+					m.mu.Unlock()
+					m.retire(sessionID, e)
 				}
 			}()
 			next(c)
@@ -387,7 +435,8 @@ func (m *Manager) recoverMiddleware(sessionID string) actor.MiddlewareFunc {
 const internalFailure = "turn failed: internal error in the session actor\n"
 
 // failureOp records an internal failure: unfinished turns and the session
-// become failed (never overwriting terminated), with a stderr event.
+// become failed (never overwriting terminated), with a stderr event for the
+// given turn when it is > 0.
 func failureOp(sessionID string, turn int) *logOp {
 	op := &logOp{updates: []persistence.Update{
 		persistence.FailUnfinishedTurns(sessionID),
@@ -400,24 +449,22 @@ func failureOp(sessionID string, turn int) *logOp {
 	return op
 }
 
-// failSession records an internal failure after a panic in Receive (the
-// actor's state is suspect, so its writer is bypassed), then calls then.
-func (m *Manager) failSession(sessionID string, then func()) {
-	m.bg.Add(1)
-	go func() {
-		defer m.bg.Done()
-		defer then()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		turn := 0
-		if t, err := m.deps.DB.TurnLatest(ctx, sessionID); err == nil {
-			turn = t.TurnNumber
-		}
-		op := failureOp(sessionID, turn)
-		if err := m.deps.DB.LogAppend(ctx, op.events, op.updates...); err != nil {
-			m.log.Error("mark session failed", slog.String("session", sessionID), slog.String("error", err.Error()))
-		}
-	}()
+// recordFailure marks the session failed after a panic in Receive. It runs
+// only once the panicked actor's writer is gone, so it is the session's
+// single writer. The stderr event is added only to a turn that is still
+// unfinished (an outcome the writer drained stays as it is).
+func (m *Manager) recordFailure(sessionID string) {
+	ctx, cancel := context.WithTimeout(m.bgCtx, 30*time.Second)
+	defer cancel()
+	turn := 0
+	if t, err := m.deps.DB.TurnLatest(ctx, sessionID); err == nil &&
+		(t.Status == persistence.StatusPending || t.Status == persistence.StatusRunning) {
+		turn = t.TurnNumber
+	}
+	op := failureOp(sessionID, turn)
+	if err := m.deps.DB.LogAppend(ctx, op.events, op.updates...); err != nil {
+		m.log.Error("mark session failed", slog.String("session", sessionID), slog.String("error", err.Error()))
+	}
 }
 
 // ErrNotRunning is returned by Publish when the session has no running turn.

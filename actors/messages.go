@@ -39,6 +39,12 @@ type (
 		gen    uint64
 		execID string
 	}
+	// writerAbandoned reports that the log writer could not commit a batch
+	// and stopped: the actor stops its work without an outcome and retires.
+	writerAbandoned struct {
+		gen uint64
+		err error
+	}
 	// workPanicked reports a panic in a work goroutine.
 	workPanicked struct {
 		gen    uint64

@@ -14,6 +14,8 @@ type metrics struct {
 	logBatches   prometheus.Histogram
 	lagged       prometheus.Counter
 	panics       prometheus.Counter
+	logAbandoned prometheus.Counter
+	reconciled   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, m *Manager) *metrics {
@@ -48,6 +50,14 @@ func newMetrics(reg prometheus.Registerer, m *Manager) *metrics {
 		panics: f.NewCounter(prometheus.CounterOpts{
 			Namespace: "aod", Subsystem: "actor", Name: "panics_total",
 			Help: "Panics recovered in session actors and their work.",
+		}),
+		logAbandoned: f.NewCounter(prometheus.CounterOpts{
+			Namespace: "aod", Subsystem: "session", Name: "log_batches_abandoned_total",
+			Help: "Log batches not committed within the retry budget (the session's work stopped, to be resumed by the reconciler).",
+		}),
+		reconciled: f.NewCounter(prometheus.CounterOpts{
+			Namespace: "aod", Subsystem: "session", Name: "reconciler_kicks_total",
+			Help: "Unfinished sessions without an actor that the reconciler kicked.",
 		}),
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{

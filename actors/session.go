@@ -50,6 +50,10 @@ type sessionActor struct {
 	terminated bool // a terminate arrived: start nothing new
 	retiring   bool // the actor asked to stop: it starts nothing new
 	stopped    bool
+
+	// writerRunning: the writer goroutine was started (it closes
+	// entry.writerDone).
+	writerRunning bool
 }
 
 func newSessionActor(m *Manager, id string, entry *actorEntry) actor.Producer {
@@ -93,6 +97,10 @@ func (a *sessionActor) Receive(c *actor.Context) {
 		}
 	case *publishCmd:
 		a.publish(msg)
+	case *writerAbandoned:
+		if !a.stale(msg.gen) {
+			a.onWriterAbandoned(msg.err)
+		}
 	case *workPanicked:
 		if a.stale(msg.gen) {
 			return
@@ -113,7 +121,17 @@ func (a *sessionActor) started(c *actor.Context) {
 			engine.Send(pid, &durable{gen: gen, events: events, notes: notes})
 		})
 	a.writer.metrics = a.m.metrics
+	a.writer.signals = &a.m.TestSignals
+	a.writer.budget = a.m.deps.Config.CommitBudget
+	cancel := a.cancel
+	a.writer.onAbandon = func(err error) {
+		// Stop the work first, as a node shutdown does, so it records no
+		// outcome; then tell the actor to retire.
+		cancel()
+		engine.Send(pid, &writerAbandoned{gen: gen, err: err})
+	}
 	a.m.work.Add(1)
+	a.writerRunning = true
 	go func() {
 		defer a.m.work.Done()
 		defer close(a.entry.writerDone)
@@ -122,6 +140,33 @@ func (a *sessionActor) started(c *actor.Context) {
 	// Load outside Started: Started runs inside Spawn on the caller's
 	// goroutine (go-deps §1).
 	engine.Send(pid, &loadState{})
+}
+
+// panicked stops everything after a recovered panic in Receive: no new
+// work, the running work and the writer are cancelled (the writer drains
+// what was queued and closes writerDone), subscribers are released. The
+// manager records the failure once the writer is gone.
+func (a *sessionActor) panicked() {
+	defer func() {
+		if r := recover(); r != nil {
+			a.m.log.Error("session actor cleanup after a panic panicked", slog.String("session", a.id), slog.Any("panic", r))
+		}
+	}()
+	a.retiring = true
+	a.reload = false
+	if !a.writerRunning {
+		// The panic came before the writer started: nobody else closes it.
+		a.writerRunning = true
+		close(a.entry.writerDone)
+	}
+	if a.workCancel != nil {
+		a.workCancel()
+		a.workCancel = nil
+	}
+	if a.cancel != nil {
+		a.cancel()
+	}
+	a.closeSubs(false)
 }
 
 // shutdown runs on Stopped (possibly twice, hollywood #196).
@@ -143,7 +188,7 @@ func (a *sessionActor) shutdown() {
 func (a *sessionActor) load() {
 	a.phase = phaseLoading
 	engine, pid, db, id, gen := a.m.engine, a.pid, a.m.deps.DB, a.id, a.entry.gen
-	go func() {
+	a.goTracked(func() {
 		ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
 		defer cancel()
 		msg := &stateLoaded{gen: gen}
@@ -159,10 +204,16 @@ func (a *sessionActor) load() {
 			}
 		}
 		engine.Send(pid, msg)
-	}()
+	})
 }
 
 func (a *sessionActor) loaded(msg *stateLoaded) {
+	if a.retiring {
+		// Decided to stop meanwhile (a panic, an abandoned log): start
+		// nothing; a successor loads again.
+		a.answerPending(false)
+		return
+	}
 	if msg.err != nil {
 		// Deleted, or the database is unavailable: nothing to run.
 		a.m.log.Debug("session actor load", slog.String("session", a.id), slog.String("error", msg.err.Error()))
@@ -206,7 +257,7 @@ func (a *sessionActor) loaded(msg *stateLoaded) {
 // retire asks the manager to stop this actor; from now on it starts nothing.
 func (a *sessionActor) retire() {
 	a.retiring = true
-	a.m.retire(a.id)
+	a.m.retire(a.id, a.entry)
 }
 
 func (a *sessionActor) answerPending(live bool) {
@@ -242,6 +293,7 @@ func (a *sessionActor) unsubscribe(sub *Subscription) {
 	if _, ok := a.subs[sub]; ok {
 		delete(a.subs, sub)
 		close(sub.C)
+		a.m.TestSignals.SubscriberGone.Signal(a.id)
 	}
 	for i, p := range a.pendingSub {
 		if p == sub {
@@ -348,15 +400,27 @@ func (a *sessionActor) terminate() {
 	a.reload = false
 	if a.phase == phaseTurn && a.execID != "" && a.session != nil {
 		backend, handle, execID := a.m.deps.Backend, a.session.BackendHandle, a.execID
-		go func() {
+		a.goTracked(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			_ = backend.Kill(ctx, handle, execID, "KILL")
-		}()
+		})
 	}
 	if a.workCancel != nil {
 		a.workCancel()
 	}
+}
+
+// goTracked runs fn in a goroutine that the manager's Stop waits for. It is
+// called from Receive only: every Add then happens while this actor is
+// alive and not yet waited for, or while its retire goroutine holds a count,
+// so Stop's Wait never races an Add from zero.
+func (a *sessionActor) goTracked(fn func()) {
+	a.m.work.Add(1)
+	go func() {
+		defer a.m.work.Done()
+		fn()
+	}()
 }
 
 // goWork runs fn in a goroutine; a panic becomes workPanicked.
@@ -404,12 +468,33 @@ func (a *sessionActor) publish(cmd *publishCmd) {
 	n := a.turn
 	ev := &persistence.Event{SessionID: a.id, Turn: &n, Kind: persistence.KindOutput, Stream: "stdout", Data: sanitize([]byte(cmd.data))}
 	ctx := a.ctx
-	go func() {
+	a.goTracked(func() {
 		// Through the turn, so it is refused once the turn's finish is
 		// queued and never commits after it.
 		err := r.publish(ctx, ev)
 		cmd.reply <- publishResult{id: ev.ID, err: err}
-	}()
+	})
+}
+
+// onWriterAbandoned: the log writer could not commit a batch and stopped,
+// having already cancelled the work context. Nothing more of this run can
+// become durable, so the actor ends its work without an outcome and retires;
+// the reconciler kicks the session again (the turn re-attaches from the
+// last committed offsets). Subscribers catch up from the log.
+func (a *sessionActor) onWriterAbandoned(err error) {
+	a.m.log.Warn("session work stopped: its log could not be written; it resumes from the last committed events",
+		slog.String("session", a.id), slog.String("error", err.Error()))
+	if a.workCancel != nil {
+		a.workCancel()
+		a.workCancel = nil
+	}
+	a.execID = ""
+	a.phase = phaseIdle
+	a.reload = false
+	a.closeSubs(true)
+	if !a.retiring {
+		a.retire()
+	}
 }
 
 // failWork records an internal failure of the current work through the
@@ -422,5 +507,5 @@ func (a *sessionActor) failWork() {
 	op := failureOp(a.id, a.turn)
 	op.note = &workFinished{}
 	w, ctx := a.writer, a.ctx
-	go func() { _ = w.submit(ctx, op) }()
+	a.goTracked(func() { _ = w.submit(ctx, op) })
 }

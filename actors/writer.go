@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -22,9 +23,15 @@ type logOp struct {
 	done chan error
 }
 
-// maxCommitAttempts bounds the retries of one batch (backoff 0.1 s tripling,
-// capped at 5 s: about a minute in all).
-const maxCommitAttempts = 15
+// Commit retry defaults: backoff 0.1 s tripling, capped at 5 s, within a
+// budget of about a minute per batch.
+const (
+	defaultCommitBudget = 54 * time.Second
+	commitBackoffMin    = 100 * time.Millisecond
+	commitBackoffMax    = 5 * time.Second
+	// drainBudget bounds the commit of what is queued when the writer stops.
+	drainBudget = 10 * time.Second
+)
 
 type turnOffsets struct {
 	turnID         int64
@@ -36,25 +43,43 @@ type turnOffsets struct {
 // and reading from the sandbox slows down; nothing is dropped. Each batch
 // of queued ops is committed in one transaction (group commit), then
 // reported to the session actor, which fans the events out.
+//
+// Never drop and continue: a batch that cannot be committed within the
+// retry budget (or fails permanently) stops the writer. It commits nothing
+// after it, answers every waiting producer with an error and calls
+// onAbandon, which stops the session's work without recording an outcome,
+// as a node shutdown does. The durable offsets are then those of the last
+// committed batch, so the reconciler's next kick re-attaches the turn and
+// re-reads the missing bytes exactly once (D5).
 type logWriter struct {
-	db        *persistence.DB
+	db        Store
 	log       *slog.Logger
 	ch        chan *logOp
 	batchMax  int
+	budget    time.Duration
 	onDurable func(events []*persistence.Event, notes []any)
+	// onAbandon is called once, before stopped is closed, when a batch could
+	// not be committed.
+	onAbandon func(err error)
 	stopped   chan struct{}
 	metrics   *metrics
+	signals   *TestSignals
 }
 
-func newLogWriter(db *persistence.DB, log *slog.Logger, queue, batchMax int, onDurable func([]*persistence.Event, []any)) *logWriter {
+func newLogWriter(db Store, log *slog.Logger, queue, batchMax int, onDurable func([]*persistence.Event, []any)) *logWriter {
 	return &logWriter{
-		db: db, log: log, ch: make(chan *logOp, queue), batchMax: batchMax,
-		onDurable: onDurable, stopped: make(chan struct{}),
+		db: db, log: log, ch: make(chan *logOp, queue), batchMax: batchMax, budget: defaultCommitBudget,
+		onDurable: onDurable, onAbandon: func(error) {}, stopped: make(chan struct{}),
 	}
 }
 
 // submit queues op, blocking while the queue is full (backpressure).
 func (w *logWriter) submit(ctx context.Context, op *logOp) error {
+	select {
+	case <-w.stopped:
+		return errWriterStopped
+	default:
+	}
 	select {
 	case w.ch <- op:
 		return nil
@@ -76,10 +101,19 @@ func (w *logWriter) submitWait(ctx context.Context, op *logOp) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-w.stopped:
+		// Answers are sent before stopped is closed.
+		select {
+		case err := <-op.done:
+			return err
+		default:
+			return errWriterStopped
+		}
 	}
 }
 
 // run commits batches until ctx ends, then drains what is already queued.
+// It returns early, without committing anything more, when a batch fails.
 func (w *logWriter) run(ctx context.Context) {
 	defer close(w.stopped)
 	for {
@@ -87,39 +121,59 @@ func (w *logWriter) run(ctx context.Context) {
 		select {
 		case first = <-w.ch:
 		case <-ctx.Done():
-			w.drain()
+			w.drain(nil)
 			return
 		}
 		if ctx.Err() != nil {
 			// Stopping: this op was already queued; commit it with the rest.
-			w.drainFrom(first)
+			w.drain(first)
 			return
 		}
-		w.commit(ctx, w.collect(first))
+		if err := w.commit(ctx, w.collect(first)); err != nil {
+			w.abandon(err)
+			return
+		}
 	}
 }
 
-// drainFrom commits first and everything still queued, then returns.
-func (w *logWriter) drainFrom(first *logOp) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+// drain commits first (if any) and whatever producers queued before the
+// writer was stopped, within drainBudget, stopping at the first failure.
+func (w *logWriter) drain(first *logOp) {
+	ctx, cancel := context.WithTimeout(context.Background(), drainBudget)
 	defer cancel()
-	w.commit(ctx, w.collect(first))
-	w.drainCtx(ctx)
+	for {
+		if first == nil {
+			select {
+			case first = <-w.ch:
+			default:
+				return
+			}
+		}
+		if err := w.commit(ctx, w.collect(first)); err != nil {
+			w.abandon(err)
+			return
+		}
+		first = nil
+	}
 }
 
-// drain commits whatever producers queued before the writer was stopped,
-// with a bounded effort.
-func (w *logWriter) drain() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	w.drainCtx(ctx)
-}
-
-func (w *logWriter) drainCtx(ctx context.Context) {
+// abandon answers every op still queued, so no producer waits on a writer
+// that is gone, and reports the failure.
+func (w *logWriter) abandon(err error) {
+	w.log.Error("session log append abandoned; stopping the session's work until it is resumed", slog.String("error", err.Error()))
+	w.onAbandon(err)
+	if w.metrics != nil {
+		w.metrics.logAbandoned.Inc()
+	}
+	if w.signals != nil {
+		w.signals.BatchAbandoned.Signal(err)
+	}
 	for {
 		select {
 		case op := <-w.ch:
-			w.commit(ctx, w.collect(op))
+			if op.done != nil {
+				op.done <- errWriterStopped
+			}
 		default:
 			return
 		}
@@ -142,9 +196,12 @@ func (w *logWriter) collect(first *logOp) []*logOp {
 	return batch
 }
 
-// commit appends one batch, retrying with backoff while ctx lives: a
-// database hiccup delays output, it does not lose it.
-func (w *logWriter) commit(ctx context.Context, batch []*logOp) {
+// commit appends one batch, retrying transient errors with backoff within
+// the writer's budget: a database hiccup delays output, it does not lose
+// it. It returns the error that ended the retries (ctx ended, a permanent
+// error such as a deleted session, or the budget ran out); then nothing of
+// the batch is durable.
+func (w *logWriter) commit(ctx context.Context, batch []*logOp) error {
 	var events []*persistence.Event
 	var updates []persistence.Update
 	var notes []any
@@ -164,26 +221,32 @@ func (w *logWriter) commit(ctx context.Context, batch []*logOp) {
 			"stdout_offset": off.stdout, "stderr_offset": off.stderr,
 		})}, updates...)
 	}
+	bctx, cancel := context.WithTimeout(ctx, w.budget)
+	defer cancel()
 	var err error
-	backoff := 100 * time.Millisecond
+	backoff := commitBackoffMin
 	for attempt := 1; ; attempt++ {
 		for _, e := range events {
 			e.ID = 0 // a rolled-back insert may have filled them in
 		}
-		if err = w.db.LogAppend(ctx, events, updates...); err == nil {
+		if err = w.db.LogAppend(bctx, events, updates...); err == nil {
 			break
 		}
-		// A dead context, a deleted session (foreign key) or a database that
-		// stays down for about a minute end the retries.
-		if ctx.Err() != nil || persistence.IsPermanent(err) || attempt >= maxCommitAttempts {
+		if bctx.Err() != nil || persistence.IsPermanent(err) {
 			break
 		}
-		w.log.Warn("session log append failed; retrying", slog.String("error", err.Error()), slog.Duration("in", backoff))
+		w.log.Warn("session log append failed; retrying", slog.String("error", err.Error()),
+			slog.Int("attempt", attempt), slog.Duration("in", backoff))
+		t := time.NewTimer(backoff)
 		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
+		case <-t.C:
+		case <-bctx.Done():
+			t.Stop()
 		}
-		backoff = min(backoff*3, 5*time.Second)
+		if bctx.Err() != nil {
+			break
+		}
+		backoff = min(backoff*3, commitBackoffMax)
 	}
 	for _, op := range batch {
 		if op.done != nil {
@@ -191,14 +254,12 @@ func (w *logWriter) commit(ctx context.Context, batch []*logOp) {
 		}
 	}
 	if err != nil {
-		w.log.Error("session log append abandoned", slog.String("error", err.Error()), slog.Int("events", len(events)))
-		// The notes still reach the actor, so it can finish and retire.
-		w.onDurable(nil, notes)
-		return
+		return fmt.Errorf("commit %d events: %w", len(events), err)
 	}
 	if w.metrics != nil && len(events) > 0 {
 		w.metrics.eventsLogged.Add(float64(len(events)))
 		w.metrics.logBatches.Observe(float64(len(events)))
 	}
 	w.onDurable(events, notes)
+	return nil
 }

@@ -20,13 +20,15 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
 	"github.com/uptrace/bun/migrate"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // also registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/aodhq/aod/migrations"
 	"github.com/aodhq/aod/persistence/seal"
@@ -232,23 +234,59 @@ func (db *DB) migrator() (*migrate.Migrator, error) {
 // now returns the current time as stored: UTC, microsecond precision.
 func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
+// Error classes of the database drivers, by code, never by message text
+// (a message can quote user data and differs by driver version).
+const (
+	pgUniqueViolation = "23505"
+)
+
+// pgCode returns the SQLSTATE of a Postgres error ("" for anything else).
+func pgCode(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+// sqliteCode returns the extended result code of a SQLite error (0 for
+// anything else).
+func sqliteCode(err error) int {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code()
+	}
+	return 0
+}
+
 // isUniqueViolation reports a unique-constraint error on either dialect.
 func isUniqueViolation(err error) bool {
 	if err == nil {
 		return false
 	}
-	s := err.Error()
-	return strings.Contains(s, "SQLSTATE 23505") || strings.Contains(s, "UNIQUE constraint failed") ||
-		strings.Contains(s, "duplicate key value")
+	switch sqliteCode(err) {
+	case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+		return true
+	}
+	return pgCode(err) == pgUniqueViolation
 }
 
-// IsPermanent reports an error that retrying cannot fix: a violated foreign
-// key (the session was deleted) or check constraint.
+// IsPermanent reports an error that retrying cannot fix: Postgres classes
+// 22 (data exception: bad input) and 23 (integrity constraint: a violated
+// foreign key because the session was deleted, a duplicate key, a check),
+// SQLite's constraint, too-big and type-mismatch results. Anything else (a
+// lost connection, a timeout, a busy or full database) may pass on retry.
 func IsPermanent(err error) bool {
 	if err == nil {
 		return false
 	}
-	s := err.Error()
-	return strings.Contains(s, "SQLSTATE 23503") || strings.Contains(s, "FOREIGN KEY constraint failed") ||
-		strings.Contains(s, "SQLSTATE 23514") || strings.Contains(s, "violates foreign key")
+	if c := sqliteCode(err); c != 0 {
+		switch c & 0xff { // the primary result code
+		case sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_MISMATCH:
+			return true
+		}
+		return false
+	}
+	c := pgCode(err)
+	return strings.HasPrefix(c, "22") || strings.HasPrefix(c, "23")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -52,6 +53,9 @@ func (db *DB) LogAppend(ctx context.Context, events []*Event, updates ...Update)
 			if _, err := tx.NewInsert().Model(&events).Returning("id").Exec(ctx); err != nil {
 				return fmt.Errorf("persistence: append events: %w", err)
 			}
+			if err := assignIDs(events); err != nil {
+				return err
+			}
 		}
 		for _, u := range updates {
 			if err := u(ctx, tx); err != nil {
@@ -60,6 +64,30 @@ func (db *DB) LogAppend(ctx context.Context, events []*Event, updates ...Update)
 		}
 		return nil
 	})
+}
+
+// assignIDs makes the ids of one multi-row insert follow the events' order.
+// The rows are inserted in order, so their ids increase in that order; but
+// RETURNING rows come back in an order neither dialect promises (SQLite's
+// documentation calls it arbitrary) and the driver fills them in by
+// position. So the returned ids are sorted back into insertion order; a
+// batch whose ids are not distinct and positive fails the transaction
+// rather than mislabel events.
+func assignIDs(events []*Event) error {
+	ids := make([]int64, len(events))
+	for i, e := range events {
+		ids[i] = e.ID
+	}
+	if !slices.IsSorted(ids) {
+		slices.Sort(ids)
+	}
+	for i, id := range ids {
+		if id <= 0 || (i > 0 && id <= ids[i-1]) {
+			return fmt.Errorf("persistence: append events: the database returned ids %v for %d rows", ids, len(events))
+		}
+		events[i].ID = id
+	}
+	return nil
 }
 
 // SetTurn updates columns of a turn.

@@ -37,6 +37,9 @@ type App struct {
 	server   *aodhttp.Server
 	ln       net.Listener
 	served   chan error
+
+	// reconciler resumes unfinished sessions that have no actor.
+	reconciler *actors.Reconciler
 }
 
 // Options tune New beyond the configuration.
@@ -54,6 +57,9 @@ type Options struct {
 	Actors actors.Config
 	// Version is reported by aod_build_info.
 	Version string
+	// WrapStore, when set, wraps the store the session actors use (tests
+	// inject faults through it).
+	WrapStore func(actors.Store) actors.Store
 }
 
 // OpenSealer builds the field sealer per D14: FIELD_ENCRYPTION_KEY, else
@@ -145,13 +151,18 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger, opts Options) (*App
 	actorCfg := opts.Actors
 	actorCfg.MaxTurnOutput = cmp.Or(actorCfg.MaxTurnOutput, cfg.MaxTurnOutput)
 	actorCfg.MaxSessionOutput = cmp.Or(actorCfg.MaxSessionOutput, cfg.MaxSessionOutput)
+	var store actors.Store = db
+	if opts.WrapStore != nil {
+		store = opts.WrapStore(store)
+	}
 	a.sessions, err = actors.NewManager(actors.Deps{
-		DB: db, Backend: a.backend, Owner: cluster.Single{Name: node}, Logger: log, Config: actorCfg, Registerer: reg,
+		DB: store, Backend: a.backend, Owner: cluster.Single{Name: node}, Logger: log, Config: actorCfg, Registerer: reg,
 	})
 	if err != nil {
 		a.closeEarly()
 		return nil, err
 	}
+	a.reconciler = actors.NewReconciler(a.sessions, cfg.ReconcileInterval)
 	a.server = aodhttp.New(aodhttp.Deps{
 		DB:     db,
 		Logger: log,
@@ -234,6 +245,9 @@ func (a *App) closeEarly() {
 // Sessions returns the node's session actor manager.
 func (a *App) Sessions() *actors.Manager { return a.sessions }
 
+// Reconciler returns the node's session reconciler.
+func (a *App) Reconciler() *actors.Reconciler { return a.reconciler }
+
 // DB returns the node's database.
 func (a *App) DB() *persistence.DB { return a.db }
 
@@ -245,6 +259,9 @@ func (a *App) Start(ctx context.Context) error {
 		return fmt.Errorf("recover sessions: %w", err)
 	} else if n > 0 {
 		a.log.Info("recovering sessions", slog.Int("sessions", n))
+	}
+	if err := a.reconciler.Start(ctx); err != nil {
+		return fmt.Errorf("start session reconciler: %w", err)
 	}
 	a.served = make(chan error, 1)
 	go func() { a.served <- a.server.Serve(a.ln) }()
@@ -264,8 +281,8 @@ func (a *App) HTTPAddr() string {
 // Done reports the server's exit.
 func (a *App) Done() <-chan error { return a.served }
 
-// Stop shuts down in reverse order: HTTP (closing streams), then the
-// session actors (running execs keep running in their sandboxes and are
+// Stop shuts down in reverse order: HTTP (closing streams), the
+// reconciler, then the session actors (running execs keep running in their sandboxes and are
 // re-attached by the next start), then the database.
 func (a *App) Stop(ctx context.Context) error {
 	var errs []error
@@ -275,6 +292,9 @@ func (a *App) Stop(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 		}
 		cancel()
+	}
+	if a.reconciler != nil {
+		a.reconciler.Stop()
 	}
 	if a.sessions != nil {
 		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)

@@ -47,6 +47,8 @@ type Config struct {
 	SSEHeartbeat time.Duration // AOD_SSE_HEARTBEAT
 	SSEStale     time.Duration // AOD_SSE_STALE
 	DevPublish   bool          // AOD_DEV_PUBLISH
+
+	ReconcileInterval time.Duration // AOD_RECONCILE_INTERVAL
 }
 
 // SQLitePath is the embedded database file used without DATABASE_URL.
@@ -88,6 +90,8 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		SSEHeartbeat: p.duration("AOD_SSE_HEARTBEAT", 15*time.Second),
 		SSEStale:     p.duration("AOD_SSE_STALE", 600*time.Second),
 		DevPublish:   p.boolean("AOD_DEV_PUBLISH", false),
+
+		ReconcileInterval: p.duration("AOD_RECONCILE_INTERVAL", 5*time.Second),
 	}
 	defaultSandbox := "local"
 	if c.SpritesAPIKey != "" {

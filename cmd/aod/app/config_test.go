@@ -32,6 +32,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	require.False(t, c.DevPublish)
 	require.Equal(t, int64(64<<20), c.MaxTurnOutput)
 	require.Equal(t, int64(256<<20), c.MaxSessionOutput)
+	require.Equal(t, 5*time.Second, c.ReconcileInterval)
 }
 
 func TestLoadConfigValues(t *testing.T) {
@@ -49,6 +50,7 @@ func TestLoadConfigValues(t *testing.T) {
 		"AOD_LISTEN":                ":8777",
 		"AOD_MAX_TURN_OUTPUT":       "2MiB",
 		"AOD_MAX_SESSION_OUTPUT":    "1048576",
+		"AOD_RECONCILE_INTERVAL":    "250ms",
 	}))
 	require.NoError(t, err)
 	require.Equal(t, ":8777", c.Listen)
@@ -62,6 +64,7 @@ func TestLoadConfigValues(t *testing.T) {
 	require.Equal(t, []string{"a", "b"}, c.EncryptionKeysOld)
 	require.Equal(t, 2*time.Second, c.SSEHeartbeat)
 	require.Equal(t, time.Minute, c.SSEStale)
+	require.Equal(t, 250*time.Millisecond, c.ReconcileInterval)
 
 	c, err = LoadConfig(env(map[string]string{"FIELD_ENCRYPTION_KEY": "f", "DJANGO_SECRET_KEY": "dj"}))
 	require.NoError(t, err)
@@ -79,6 +82,7 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 		{"AOD_LOCAL_NETWORK", "bridge"},
 		{"AOD_SSE_HEARTBEAT", "soon"},
 		{"AOD_SSE_STALE", "0"},
+		{"AOD_RECONCILE_INTERVAL", "-1s"},
 		{"AOD_DEV_PUBLISH", "maybe"},
 		{"SPRITES_BASE_URL", "ftp://x"},
 		{"DATABASE_URL", "mysql://x"},

@@ -187,6 +187,8 @@ type nodeOpts struct {
 	actors  actors.Config
 	// clientOpts configure the Sprites client of the fake-sprites backend.
 	clientOpts []sprites.ClientOption
+	// wrapStore wraps the store the session actors use (fault injection).
+	wrapStore func(actors.Store) actors.Store
 }
 
 func startNode(t *testing.T, o nodeOpts) *node {
@@ -215,7 +217,7 @@ func startNode(t *testing.T, o nodeOpts) *node {
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx := context.Background()
-	opts := Options{Backend: backend, NodeName: "test", Actors: o.actors}
+	opts := Options{Backend: backend, NodeName: "test", Actors: o.actors, WrapStore: o.wrapStore}
 	a, err := New(ctx, cfg, logger, opts)
 	require.NoError(t, err)
 	require.NoError(t, a.Start(ctx))
