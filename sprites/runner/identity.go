@@ -301,6 +301,14 @@ func (r *Runner) mountStage(name, d string) error {
 				complete = false
 			}
 		}
+		if _, err := os.Stat(filepath.Join(d, diskImage)); err == nil {
+			// The sandbox's disk (disk.go) is mounted before the stage.
+			for _, sub := range diskDirs {
+				if ok, _ := isMountRoot(filepath.Join(mp, sub)); !ok {
+					complete = false
+				}
+			}
+		}
 		if complete {
 			return nil
 		}

@@ -410,6 +410,7 @@ func TestLimitsSwitched(t *testing.T) {
 	require.NoError(t, on.WriteFile(limited, "/home/sprite/y", []byte("on disk\n"), 0o644))
 	// A reboot: nothing is mounted any more.
 	d := filepath.Join(dir, limited)
+	require.NoError(t, on.unmountStage(limited, d))
 	require.NoError(t, on.unmountOverlays(d))
 	require.NoError(t, on.unmountDisk(d))
 	require.Empty(t, loopDevicesUnder(t, d))
