@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/aodhq/aod/persistence"
@@ -51,9 +52,13 @@ func (a *sessionActor) provision(ctx context.Context, s *persistence.Session, t 
 	case ctx.Err() != nil || errors.Is(err, errTerminated):
 		// Terminated. The terminate path destroys the sandbox it knew of;
 		// one this run may have been creating meanwhile is deleted here.
+		// It is recorded again (durably), since the janitor may have found
+		// it missing before the create completed.
 		if p.createStarted {
-			dctx, cancel := context.WithTimeout(a.ctx, 2*time.Minute)
-			_ = a.m.deps.Backend.Delete(dctx, s.BackendHandle)
+			dctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
+			if err := a.m.destroyLater(dctx, s.Backend, s.BackendHandle); err != nil {
+				a.m.log.Error("record sandbox destroy", slog.String("sandbox", s.BackendHandle), slog.String("error", err.Error()))
+			}
 			cancel()
 		}
 		_ = a.writer.submit(a.ctx, &logOp{note: &workFinished{}})
