@@ -188,40 +188,54 @@ func (j *Janitor) run(ctx context.Context, done chan struct{}) {
 		case <-timer.C:
 		case <-j.wake:
 		}
-		for j.pass(ctx) {
+		// Sleep until the next pass: the interval, or sooner when an
+		// attempt of this pass is due again before it.
+		wait := j.cfg.Interval
+		for {
+			more, retry := j.pass(ctx)
+			if retry > 0 && retry < wait {
+				wait = retry
+			}
+			if !more {
+				break
+			}
 		}
-		timer.Reset(j.cfg.Interval)
+		timer.Reset(wait)
 	}
 }
 
 // pass handles one batch of due records; it reports whether a full batch
-// was handled (more may be due).
-func (j *Janitor) pass(ctx context.Context) bool {
+// was handled (more may be due) and the shortest backoff it scheduled.
+func (j *Janitor) pass(ctx context.Context) (more bool, retry time.Duration) {
 	if ctx.Err() != nil {
-		return false
+		return false, 0
 	}
 	due, err := j.store.SandboxDestroysDue(ctx, j.cfg.Backend, time.Now(), j.cfg.Batch)
 	if err != nil {
 		if ctx.Err() == nil {
 			j.log.Warn("janitor: list pending sandbox destroys", slog.String("error", err.Error()))
 		}
-		return false
+		return false, 0
 	}
 	for _, d := range due {
 		if ctx.Err() != nil {
-			return false
+			return false, 0
 		}
-		j.attempt(ctx, d)
+		if b := j.attempt(ctx, d); b > 0 && (retry == 0 || b < retry) {
+			retry = b
+		}
 	}
-	return len(due) == j.cfg.Batch
+	return len(due) == j.cfg.Batch, retry
 }
 
-func (j *Janitor) attempt(ctx context.Context, d persistence.SandboxDestroy) {
+// attempt tries one destroy; after a failure it returns the backoff until
+// the record is due again.
+func (j *Janitor) attempt(ctx context.Context, d persistence.SandboxDestroy) time.Duration {
 	actx, cancel := context.WithTimeout(ctx, j.cfg.AttemptTimeout)
 	err := j.backend.Delete(actx, d.Handle)
 	cancel()
 	if ctx.Err() != nil {
-		return // stopping: the record stays due
+		return 0 // stopping: the record stays due
 	}
 	if err == nil || errors.Is(err, sprites.ErrNotFound) {
 		outcome := "deleted"
@@ -231,15 +245,16 @@ func (j *Janitor) attempt(ctx context.Context, d persistence.SandboxDestroy) {
 		if derr := j.store.SandboxDestroyDone(ctx, d.Backend, d.Handle); derr != nil {
 			// The sandbox is gone; the next attempt sees not found.
 			j.log.Warn("janitor: finish sandbox destroy", slog.String("sandbox", d.Handle), slog.String("error", derr.Error()))
-			return
+			return 0
 		}
 		j.metrics.WithLabelValues(outcome).Inc()
 		j.TestSignals.Destroyed.signal(d.Handle)
-		return
+		return 0
 	}
 	j.metrics.WithLabelValues("failed").Inc()
 	attempts := d.Attempts + 1
-	next := time.Now().Add(j.backoff(attempts))
+	backoff := j.backoff(attempts)
+	next := time.Now().Add(backoff)
 	attrs := []any{slog.String("sandbox", d.Handle), slog.Int("attempts", attempts),
 		slog.Time("next_attempt", next), slog.String("error", err.Error())}
 	if attempts >= j.cfg.WarnAfter {
@@ -251,6 +266,7 @@ func (j *Janitor) attempt(ctx context.Context, d persistence.SandboxDestroy) {
 		j.log.Warn("janitor: record sandbox destroy failure", slog.String("sandbox", d.Handle), slog.String("error", ferr.Error()))
 	}
 	j.TestSignals.Failed.signal(d.Handle)
+	return backoff
 }
 
 // backoff is MinBackoff·2^(attempts-1), capped at MaxBackoff, with up to

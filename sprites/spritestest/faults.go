@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -26,6 +27,10 @@ type Faults struct {
 	// ServerErrors answers the next N REST requests (not WebSocket upgrades,
 	// not /_fake/) with ServerErrorStatus.
 	ServerErrors int `json:"server_errors,omitempty"`
+	// DeleteErrors answers the next N DELETE /v1/sprites/{name} with
+	// ServerErrorStatus, leaving the sprite in place (a Sprites outage as
+	// seen by the sandbox janitor).
+	DeleteErrors int `json:"delete_errors,omitempty"`
 	// ServerErrorStatus is the status of those answers (default 503).
 	ServerErrorStatus int `json:"server_error_status,omitempty"`
 	// DropExecs drops the next N exec or attach WebSockets, without an exit
@@ -104,6 +109,10 @@ func (s *Server) injectRESTFault(w http.ResponseWriter, r *http.Request) bool {
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/sprites" && f.CreateRateLimited > 0:
 		f.CreateRateLimited--
 		status, retryAfter = http.StatusTooManyRequests, cmp.Or(f.RetryAfterSeconds, 1)
+	case r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, "/v1/sprites/") &&
+		strings.Count(r.URL.Path, "/") == 3 && f.DeleteErrors > 0:
+		f.DeleteErrors--
+		status = cmp.Or(f.ServerErrorStatus, http.StatusServiceUnavailable)
 	case f.ServerErrors > 0:
 		f.ServerErrors--
 		status = cmp.Or(f.ServerErrorStatus, http.StatusServiceUnavailable)
