@@ -21,6 +21,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -78,6 +79,10 @@ type Options struct {
 	// KeepSandboxes stops NewServer's cleanup from deleting the sprites (for
 	// tests that hand the directory to another server).
 	KeepSandboxes bool
+	// MaxLoggedRequests and MaxLoggedBodyBytes bound the request log (see
+	// Requests); the oldest entries go first. Defaults 10,000 and 4 MiB.
+	MaxLoggedRequests  int
+	MaxLoggedBodyBytes int
 }
 
 // Server is a running fake Sprites server.
@@ -104,6 +109,10 @@ type Server struct {
 	mu       sync.Mutex
 	faults   Faults
 	requests []Request
+	// reqBase is the sequence number of requests[0]; reqBytes the bytes of
+	// the bodies kept.
+	reqBase  int
+	reqBytes int
 	spriteMu sync.Mutex // serialises create/delete and metadata writes
 }
 
@@ -114,7 +123,8 @@ type Request struct {
 	Method string    `json:"method"`
 	Path   string    `json:"path"`
 	Query  string    `json:"query,omitempty"`
-	// Body is kept for JSON requests up to 64 KiB.
+	// Body is kept for JSON requests up to 64 KiB, except file bodies
+	// (/fs/ paths, which carry credentials such as auth.json): never kept.
 	Body json.RawMessage `json:"body,omitempty"`
 	// Status is the answer's status, 0 while the handler runs (101 for a
 	// WebSocket).
@@ -399,19 +409,18 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		// Logged on arrival (a WebSocket handler runs for long); the
 		// status is filled in when the handler returns.
 		entry := Request{Time: time.Now(), Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery}
-		if json.Valid(body) {
+		if json.Valid(body) && !strings.Contains(r.URL.Path, "/fs/") {
 			entry.Body = body
 		}
-		s.mu.Lock()
-		idx := len(s.requests)
-		s.requests = append(s.requests, entry)
-		s.mu.Unlock()
+		seq := s.logRequest(entry)
 		defer func() {
 			s.mu.Lock()
-			s.requests[idx].Status = rec.status
+			if i := seq - s.reqBase; i >= 0 {
+				s.requests[i].Status = rec.status
+			}
 			s.mu.Unlock()
 		}()
-		if r.Header.Get("Authorization") != "Bearer "+s.token {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+s.token)) != 1 {
 			writeError(rec, http.StatusUnauthorized, "unauthorized", "missing or invalid bearer token", nil)
 			return
 		}
@@ -420,6 +429,27 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(rec, r)
 	})
+}
+
+// logRequest appends entry to the bounded request log and returns its
+// sequence number.
+func (s *Server) logRequest(entry Request) int {
+	maxN := cmp.Or(s.opts.MaxLoggedRequests, 10_000)
+	maxB := cmp.Or(s.opts.MaxLoggedBodyBytes, 4<<20)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests = append(s.requests, entry)
+	s.reqBytes += len(entry.Body)
+	drop := 0
+	for len(s.requests)-drop > maxN || (s.reqBytes > maxB && drop < len(s.requests)-1) {
+		s.reqBytes -= len(s.requests[drop].Body)
+		drop++
+	}
+	if drop > 0 {
+		s.requests = slices.Delete(s.requests, 0, drop)
+		s.reqBase += drop
+	}
+	return s.reqBase + len(s.requests) - 1
 }
 
 // apiError writes the JSON error shape of the service.
