@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 
@@ -67,6 +68,14 @@ type Spec struct {
 	// Stdin is written to the command's stdin, followed by EOF. nil means EOF
 	// at once.
 	Stdin []byte
+	// Interactive makes stdin a pipe the caller writes while the command
+	// runs (Proc.Stdin; closing it is EOF) instead of Stdin's bytes. The
+	// pipe lives as long as the Proc value that Start returned: a command
+	// whose writer is gone reads EOF.
+	Interactive bool
+	// Env, when non-nil, replaces the command's whole default environment
+	// (KEY=VALUE entries), as Sprites' exec env= does.
+	Env []string
 }
 
 // Runner creates sandboxes under one directory and runs commands in them.
@@ -405,6 +414,35 @@ func (r *Runner) Stat(name, p string) (fs.FileInfo, error) {
 		return nil, fmt.Errorf("stat %s: %w", p, err)
 	}
 	return fi, nil
+}
+
+// ReadDir describes the entries of the directory at the absolute path
+// inside the sandbox, sorted by name.
+func (r *Runner) ReadDir(name, p string) ([]fs.FileInfo, error) {
+	root, rel, err := r.openPath(name, p)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	f, err := root.Open(rel)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", p, err)
+	}
+	defer f.Close()
+	ents, err := f.ReadDir(-1)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", p, err)
+	}
+	out := make([]fs.FileInfo, 0, len(ents))
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		out = append(out, fi)
+	}
+	slices.SortFunc(out, func(a, b fs.FileInfo) int { return strings.Compare(a.Name(), b.Name()) })
+	return out, nil
 }
 
 // Chmod changes the mode of the file at the absolute path inside the

@@ -121,6 +121,9 @@ func (s *Server) injectRESTFault(w http.ResponseWriter, r *http.Request) bool {
 	switch {
 	case status == http.StatusTooManyRequests:
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
+		w.Header().Set("X-RateLimit-Limit", "10")
+		w.Header().Set("X-RateLimit-Remaining", "0")
+		w.Header().Set("X-RateLimit-Reset", strconv.FormatInt(time.Now().Add(time.Duration(retryAfter)*time.Second).Unix(), 10))
 		writeError(w, status, "sprite_creation_rate_limited", "sprite creation rate limit exceeded (injected)", map[string]any{
 			"limit": 10, "window_seconds": 60, "retry_after_seconds": retryAfter, "current_count": 11,
 		})

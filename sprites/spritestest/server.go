@@ -11,6 +11,30 @@
 // directory (even after the old one was killed with SIGKILL) sees the same
 // sprites and can re-attach to running execs.
 //
+// Where the official Go SDK (superfly/sprites-go) looks, the fake follows
+// the service: an exec starts at once and its stdin frames reach the command
+// as they arrive (session_info and output come before stdin EOF); env=
+// replaces the command's whole environment; labels are kept on create and
+// update (clear_labels empties them); list pages by name with max_results
+// (1-100) and continuation_token; fs/list of a directory lists its
+// children; a 429 carries Retry-After and X-RateLimit-Limit, -Remaining and
+// -Reset (unix time).
+//
+// Not modelled, precisely:
+//   - TTY mode has no pseudo-terminal: the command's stdin is a pipe and
+//     its output pipes (isatty is false), stdout and stderr are merged into
+//     raw binary messages, rows/cols and resize messages are ignored, and
+//     there is no line discipline (no echo, ^C is a plain byte). Binary
+//     client messages are raw input; the exit is the JSON exit message.
+//   - With env=, bubblewrap still sets PWD to the working directory.
+//   - An exec's stdin ends (EOF) when the client that started it leaves; a
+//     re-attached client's messages are discarded (no stdin on attach).
+//   - Signal messages ({"type":"signal"}) are ignored (no
+//     X-Sprite-Capabilities header is sent); use the kill endpoint.
+//   - The control channel (/control) answers 404, as the SDK expects of a
+//     service without it; checkpoints, services, the TCP proxy, fs
+//     delete/rename/copy and sprite hibernation (warm/cold) are absent.
+//
 // Faults are switched on with [Server.SetFaults] or, from another process,
 // POST /_fake/faults with the JSON form of [Faults]; GET /_fake/requests
 // returns the request log. Both need the bearer token.
@@ -37,6 +61,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -499,6 +524,7 @@ type spriteMeta struct {
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 	URLAuth   string    `json:"url_auth"`
+	Labels    []string  `json:"labels,omitempty"`
 }
 
 func (s *Server) spriteObject(m spriteMeta) map[string]any {
@@ -509,9 +535,18 @@ func (s *Server) spriteObject(m spriteMeta) map[string]any {
 		"status":       "warm",
 		"url":          "https://" + m.Name + "-fake.sprites.app",
 		"url_settings": map[string]any{"auth": cmp.Or(m.URLAuth, "sprite")},
+		"labels":       labels(m.Labels),
 		"created_at":   m.CreatedAt.UTC().Format(time.RFC3339),
 		"updated_at":   m.UpdatedAt.UTC().Format(time.RFC3339),
 	}
+}
+
+// labels renders a sprite's labels ([] when it has none).
+func labels(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
 }
 
 func (s *Server) readMeta(name string) (spriteMeta, bool) {
@@ -568,6 +603,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 		URLSettings struct {
 			Auth string `json:"auth"`
 		} `json:"url_settings"`
+		Labels []string `json:"labels"`
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_request", "bad JSON body: "+err.Error(), nil)
@@ -588,7 +624,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	m := spriteMeta{ID: uuid.NewString(), Name: req.Name, CreatedAt: now, UpdatedAt: now, URLAuth: req.URLSettings.Auth}
+	m := spriteMeta{ID: uuid.NewString(), Name: req.Name, CreatedAt: now, UpdatedAt: now, URLAuth: req.URLSettings.Auth, Labels: req.Labels}
 	if err := s.writeMeta(m); err != nil {
 		writeError(w, http.StatusInternalServerError, "internal_error", err.Error(), nil)
 		return
@@ -596,14 +632,42 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, s.spriteObject(m))
 }
 
+// maxListResults caps max_results (the Go SDK asks for 100).
+const maxListResults = 100
+
+// handleList pages through the sprites by name: max_results (default and
+// cap 100) per page, continuation_token the last name of the previous page.
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
-	metas := s.listMeta(r.URL.Query().Get("prefix"))
+	q := r.URL.Query()
+	limit := maxListResults
+	if v := q.Get("max_results"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxListResults {
+			writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("max_results must be 1-%d", maxListResults), nil)
+			return
+		}
+		limit = n
+	}
+	metas := s.listMeta(q.Get("prefix"))
+	slices.SortFunc(metas, func(a, b spriteMeta) int { return strings.Compare(a.Name, b.Name) })
+	if after := q.Get("continuation_token"); after != "" {
+		i, _ := slices.BinarySearchFunc(metas, after, func(m spriteMeta, t string) int { return strings.Compare(m.Name, t) })
+		for i < len(metas) && metas[i].Name <= after {
+			i++
+		}
+		metas = metas[i:]
+	}
+	more, next := len(metas) > limit, ""
+	if more {
+		metas = metas[:limit]
+		next = metas[limit-1].Name
+	}
 	list := make([]map[string]any, 0, len(metas))
 	for _, m := range metas {
 		list = append(list, s.spriteObject(m))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"sprites": list, "has_more": false, "next_continuation_token": "",
+		"sprites": list, "has_more": more, "next_continuation_token": next,
 		"org": map[string]any{"name": cmp.Or(s.opts.Organization, "fake-org"), "running": 0, "warm": len(list), "cold": 0, "running_limit": 100, "warm_limit": 100},
 	})
 }
@@ -623,6 +687,8 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 		URLSettings *struct {
 			Auth string `json:"auth"`
 		} `json:"url_settings"`
+		Labels      []string `json:"labels"`
+		ClearLabels bool     `json:"clear_labels"`
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_request", "bad JSON body: "+err.Error(), nil)
@@ -630,6 +696,12 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.URLSettings != nil {
 		m.URLAuth = req.URLSettings.Auth
+	}
+	switch {
+	case req.ClearLabels:
+		m.Labels = nil
+	case req.Labels != nil:
+		m.Labels = req.Labels
 	}
 	m.UpdatedAt = time.Now()
 	s.spriteMu.Lock()
@@ -757,8 +829,8 @@ func statEntry(p string, fi fs.FileInfo) map[string]any {
 	}
 }
 
-// handleFSList answers with one stat entry for the path (the runner does not
-// list directories, so a directory gives its own entry only).
+// handleFSList lists a directory's entries (sorted by name), or gives a
+// file's own entry (the SDK's Stat).
 func (s *Server) handleFSList(w http.ResponseWriter, r *http.Request) {
 	m, p, _, ok := s.fsTarget(w, r)
 	if !ok {
@@ -769,7 +841,20 @@ func (s *Server) handleFSList(w http.ResponseWriter, r *http.Request) {
 		writeFSError(w, p, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"path": p, "entries": []any{statEntry(p, fi)}, "count": 1})
+	entries := []any{}
+	if !fi.IsDir() {
+		entries = append(entries, statEntry(p, fi))
+	} else {
+		children, err := s.Runner.ReadDir(m.Name, p)
+		if err != nil {
+			writeFSError(w, p, err)
+			return
+		}
+		for _, c := range children {
+			entries = append(entries, statEntry(path.Join(p, c.Name()), c))
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"path": p, "entries": entries, "count": len(entries)})
 }
 
 func (s *Server) handleFSChmod(w http.ResponseWriter, r *http.Request) {
