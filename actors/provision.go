@@ -308,24 +308,26 @@ func (p *provisionRun) exec(ctx context.Context, argv []string) (int, []byte, er
 	}
 }
 
-// fail records a provisioning failure: the sandbox is deleted (best effort),
-// the session and turn 1 fail, and a stderr event says why.
+// fail records a provisioning failure: the session and turn 1 fail, a
+// stderr event says why, and the sandbox (if its create was attempted) is
+// recorded as destroy pending in the same transaction that forgets its
+// handle; the janitor deletes it.
 func (p *provisionRun) fail(err error) {
 	msg := err.Error()
-	if p.created {
-		ctx, cancel := context.WithTimeout(p.a.ctx, 2*time.Minute)
-		_ = p.a.m.deps.Backend.Delete(ctx, p.s.BackendHandle)
-		cancel()
+	var destroy []persistence.Update
+	if p.createStarted {
+		destroy = append(destroy, persistence.DestroySandbox(p.s.Backend, p.s.BackendHandle))
+		defer p.a.m.Destroy(p.s.BackendHandle)
 	}
 	n := p.t.TurnNumber
 	ended := time.Now().UTC().Truncate(time.Microsecond)
 	_ = p.a.writer.submit(p.a.ctx, &logOp{
 		events: []*persistence.Event{{SessionID: p.s.ID, Turn: &n, Kind: persistence.KindOutput, Stream: "stderr",
 			Data: "provision failed: " + msg + "\n"}},
-		updates: []persistence.Update{
+		updates: append([]persistence.Update{
 			persistence.SetTurn(p.t.ID, map[string]any{"status": persistence.StatusFailed, "exit_code": nil, "ended_at": ended}),
 			persistence.SetSession(p.s.ID, map[string]any{"status": persistence.StatusFailed, "exit_code": nil, "backend_handle": ""}, true),
-		},
+		}, destroy...),
 		note: &workFinished{},
 	})
 }

@@ -39,6 +39,12 @@ func SandboxDestroyAdd(ctx context.Context, q bun.IDB, backend, handle string) e
 	return nil
 }
 
+// DestroySandbox is an Update for LogAppend that records the sandbox as
+// destroy pending in the transaction that forgets its handle.
+func DestroySandbox(backend, handle string) Update {
+	return func(ctx context.Context, tx bun.Tx) error { return SandboxDestroyAdd(ctx, tx, backend, handle) }
+}
+
 // SandboxDestroyAdd records a pending destroy outside any transaction.
 func (db *DB) SandboxDestroyAdd(ctx context.Context, backend, handle string) error {
 	return SandboxDestroyAdd(ctx, db.bun, backend, handle)
