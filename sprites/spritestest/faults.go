@@ -40,6 +40,15 @@ type Faults struct {
 	DropExecs       int   `json:"drop_execs,omitempty"`
 	DropAfterFrames int   `json:"drop_after_frames,omitempty"`
 	DropAfterBytes  int64 `json:"drop_after_bytes,omitempty"`
+	// HangRequests makes the next N REST requests that match HangMethod
+	// (any method when empty), HangPathSuffix (a suffix of the URL path)
+	// and HangFile (the "path" query parameter of fs calls, when set) hang
+	// without an answer and without effect until their client goes away
+	// (a black-holed call), so a test can kill aod inside a given call.
+	HangRequests   int    `json:"hang_requests,omitempty"`
+	HangMethod     string `json:"hang_method,omitempty"`
+	HangPathSuffix string `json:"hang_path_suffix,omitempty"`
+	HangFile       string `json:"hang_file,omitempty"`
 	// FrameDelayMS delays every output frame by this many milliseconds.
 	FrameDelayMS int `json:"frame_delay_ms,omitempty"`
 	// NeverExit withholds the exit frame: streams stay open after the
@@ -105,7 +114,12 @@ func (s *Server) injectRESTFault(w http.ResponseWriter, r *http.Request) bool {
 	s.mu.Lock()
 	f := &s.faults
 	var status, retryAfter int
+	hang := false
 	switch {
+	case f.HangRequests > 0 && (f.HangMethod == "" || f.HangMethod == r.Method) &&
+		strings.HasSuffix(r.URL.Path, f.HangPathSuffix) && (f.HangFile == "" || f.HangFile == r.URL.Query().Get("path")):
+		f.HangRequests--
+		hang = true
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/sprites" && f.CreateRateLimited > 0:
 		f.CreateRateLimited--
 		status, retryAfter = http.StatusTooManyRequests, cmp.Or(f.RetryAfterSeconds, 1)
@@ -118,6 +132,13 @@ func (s *Server) injectRESTFault(w http.ResponseWriter, r *http.Request) bool {
 		status = cmp.Or(f.ServerErrorStatus, http.StatusServiceUnavailable)
 	}
 	s.mu.Unlock()
+	if hang {
+		select {
+		case <-r.Context().Done():
+		case <-s.ctx.Done():
+		}
+		return true
+	}
 	switch {
 	case status == http.StatusTooManyRequests:
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
