@@ -81,6 +81,17 @@ func (db *DB) SandboxDestroyDone(ctx context.Context, backend, handle string) er
 	return nil
 }
 
+// SandboxDestroyDefer makes the record due again at next without counting
+// a failure (a confirmation that came too early to be final).
+func (db *DB) SandboxDestroyDefer(ctx context.Context, backend, handle string, next time.Time) error {
+	if _, err := db.bun.NewUpdate().Model((*SandboxDestroy)(nil)).
+		Set("next_attempt_at = ?", next.UTC().Truncate(time.Microsecond)).
+		Where("backend = ?", backend).Where("handle = ?", handle).Exec(ctx); err != nil {
+		return fmt.Errorf("persistence: defer sandbox destroy: %w", err)
+	}
+	return nil
+}
+
 // SandboxDestroyFailed records a failed attempt and when to try again.
 func (db *DB) SandboxDestroyFailed(ctx context.Context, backend, handle string, next time.Time, reason string) error {
 	reason = strings.ToValidUTF8(strings.ReplaceAll(reason, "\x00", ""), "")

@@ -8,7 +8,9 @@
 // of aod nor a backend outage orphans a sandbox. Each attempt is bounded by
 // AttemptTimeout; failed attempts back off exponentially up to MaxBackoff
 // and are retried for as long as the record exists (a sandbox costs money
-// until it is gone). After WarnAfter failed attempts every further failure
+// until it is gone). A confirmation within Settle of the record's creation
+// is repeated once Settle has passed, since a create of the same sandbox
+// may still have been in flight. After WarnAfter failed attempts every further failure
 // is logged at error level and counted in
 // aod_sandbox_destroy_attempts_total{outcome="failed"}.
 package janitor
@@ -32,6 +34,7 @@ import (
 type Store interface {
 	SandboxDestroysDue(ctx context.Context, backend string, at time.Time, limit int) ([]persistence.SandboxDestroy, error)
 	SandboxDestroyDone(ctx context.Context, backend, handle string) error
+	SandboxDestroyDefer(ctx context.Context, backend, handle string, next time.Time) error
 	SandboxDestroyFailed(ctx context.Context, backend, handle string, next time.Time, reason string) error
 }
 
@@ -58,6 +61,12 @@ type Config struct {
 	// WarnAfter is the attempt count from which failures are errors.
 	// Default 5.
 	WarnAfter int
+	// Settle is how long after a record was written a create of the same
+	// sandbox may still be in flight (a provisioning that was creating it
+	// when the session was terminated, possibly in a process that died
+	// since). A delete confirmed before then is repeated once Settle has
+	// passed, so a late create cannot leave the sandbox behind. Default 3m.
+	Settle time.Duration
 }
 
 // Janitor is the start/stop service described in the package doc.
@@ -83,12 +92,15 @@ type TestSignals struct {
 	Destroyed testSignal[string]
 	// Failed receives each handle whose attempt failed.
 	Failed testSignal[string]
+	// Deferred receives each handle confirmed gone before Settle passed.
+	Deferred testSignal[string]
 }
 
 // Init makes the signals deliver (buffered; a full buffer drops).
 func (s *TestSignals) Init() {
 	s.Destroyed.init()
 	s.Failed.init()
+	s.Deferred.init()
 }
 
 type testSignal[T any] struct{ ch chan T }
@@ -116,6 +128,7 @@ func New(store Store, backend Deleter, cfg Config, log *slog.Logger, reg prometh
 	cfg.MaxBackoff = cmp.Or(cfg.MaxBackoff, 5*time.Minute)
 	cfg.Batch = cmp.Or(cfg.Batch, 50)
 	cfg.WarnAfter = cmp.Or(cfg.WarnAfter, 5)
+	cfg.Settle = cmp.Or(cfg.Settle, 3*time.Minute)
 	if cfg.Backend == "" {
 		panic("janitor: Config.Backend is required")
 	}
@@ -241,6 +254,15 @@ func (j *Janitor) attempt(ctx context.Context, d persistence.SandboxDestroy) tim
 		outcome := "deleted"
 		if err != nil {
 			outcome = "gone"
+		}
+		if settled := d.CreatedAt.Add(j.cfg.Settle); time.Now().Before(settled) {
+			// Confirm again once no create can be in flight any more.
+			if derr := j.store.SandboxDestroyDefer(ctx, d.Backend, d.Handle, settled); derr != nil {
+				j.log.Warn("janitor: defer sandbox destroy", slog.String("sandbox", d.Handle), slog.String("error", derr.Error()))
+			}
+			j.metrics.WithLabelValues(outcome).Inc()
+			j.TestSignals.Deferred.signal(d.Handle)
+			return time.Until(settled)
 		}
 		if derr := j.store.SandboxDestroyDone(ctx, d.Backend, d.Handle); derr != nil {
 			// The sandbox is gone; the next attempt sees not found.

@@ -31,15 +31,20 @@ type bundle struct {
 // setup gives a janitor over a real database and the fake Sprites server;
 // each test has its own backend kind, so tests sharing the package database
 // never see each other's records.
-func setup(t *testing.T, db *persistence.DB) *bundle {
+func setup(t *testing.T, db *persistence.DB, tune ...func(*janitor.Config)) *bundle {
 	t.Helper()
 	fake := spritestest.NewServer(t, spritestest.Options{})
 	// One HTTP attempt per call: the janitor's own retries are under test.
 	client := fake.Client(sprites.WithRetryPolicy(sprites.RetryPolicy{MaxAttempts: 1}))
 	kind := "sprites-" + persistence.NewUUID()[:8]
-	j := janitor.New(db, client, janitor.Config{
+	cfg := janitor.Config{
 		Backend: kind, Interval: time.Hour, MinBackoff: 10 * time.Millisecond, MaxBackoff: 40 * time.Millisecond,
-	}, nil, nil)
+		Settle: time.Nanosecond,
+	}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	j := janitor.New(db, client, cfg, nil, nil)
 	j.TestSignals.Init()
 	t.Cleanup(j.Stop)
 	return &bundle{db: db, fake: fake, client: client, kind: kind, janitor: j}
@@ -121,6 +126,31 @@ func TestJanitor(t *testing.T) {
 			require.Contains(t, left[0].LastError, "503")
 			_, err = b.client.Get(t.Context(), name)
 			require.NoError(t, err, "the sandbox is still there")
+		})
+	})
+
+	t.Run("LateCreateIsDestroyed", func(t *testing.T) {
+		t.Parallel()
+		persistencetest.Each(t, func(t *testing.T, db *persistence.DB) {
+			// A provisioning was creating the sandbox when the session was
+			// terminated: the first delete finds nothing, the create lands
+			// after it. The confirmation is repeated after Settle.
+			b := setup(t, db, func(c *janitor.Config) { c.Settle = 2 * time.Second })
+			name := "jan-" + persistence.NewUUID()[:12]
+			require.NoError(t, db.SandboxDestroyAdd(t.Context(), b.kind, name))
+			require.NoError(t, b.janitor.Start(t.Context()))
+			wait(t, b.janitor.TestSignals.Deferred.C(), name)
+			left, err := db.SandboxDestroysPending(t.Context(), b.kind)
+			require.NoError(t, err)
+			require.Len(t, left, 1, "an early confirmation is not final")
+			_, err = b.client.Create(t.Context(), name)
+			require.NoError(t, err)
+			wait(t, b.janitor.TestSignals.Destroyed.C(), name)
+			_, err = b.client.Get(t.Context(), name)
+			require.ErrorIs(t, err, sprites.ErrNotFound, "the late sandbox is gone")
+			left, err = db.SandboxDestroysPending(t.Context(), b.kind)
+			require.NoError(t, err)
+			require.Empty(t, left)
 		})
 	})
 
