@@ -167,8 +167,9 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request, m spriteMeta
 	s.stream(ctx, conn, p, em, mrad, stdin)
 }
 
-// stdinWriteTimeout bounds one write to a command's stdin pipe.
-const stdinWriteTimeout = 10 * time.Second
+// stdinWriteTimeout bounds one write to a command's stdin pipe (64 KiB of
+// buffer): a command that reads none of its stdin for this long gets EOF.
+const stdinWriteTimeout = 60 * time.Second
 
 // forwardStdin writes one client message to the command's stdin. Non-TTY:
 // a [0x00]+data frame is data, [0x04] is EOF. TTY: every binary message is
