@@ -33,8 +33,6 @@ type Config struct {
 	// SubscriberBuffer is each live subscriber's buffer in batches.
 	// Default 256.
 	SubscriberBuffer int
-	// DestroyRetries bounds the background sandbox deletes. Default 5.
-	DestroyRetries int
 	// KillGrace is how long a killed turn's exec may take to report its
 	// exit before the turn is finalised anyway. Default 5s.
 	KillGrace time.Duration
@@ -67,6 +65,9 @@ type Deps struct {
 	Config  Config
 	// StaticEnv is written first into /tmp/aod-env (e.g. OTel headers).
 	StaticEnv [][2]string
+	// Destroys is woken when a sandbox was recorded as destroy pending
+	// (the sandbox janitor); nil leaves the records to its next pass.
+	Destroys interface{ Wake() }
 	// Registerer receives the actors' metrics; nil means a private
 	// registry.
 	Registerer prometheus.Registerer
@@ -121,9 +122,6 @@ func NewManager(deps Deps) (*Manager, error) {
 	}
 	if c.SubscriberBuffer <= 0 {
 		c.SubscriberBuffer = 256
-	}
-	if c.DestroyRetries <= 0 {
-		c.DestroyRetries = 5
 	}
 	if c.KillGrace <= 0 {
 		c.KillGrace = 5 * time.Second
@@ -193,34 +191,23 @@ func (m *Manager) Terminate(sessionID string) {
 	m.send(sessionID, &terminateCmd{}, false)
 }
 
-// Destroy deletes a sandbox in the background, retrying with backoff.
+// Destroy asks the sandbox janitor to look for pending destroys now. The
+// caller has already recorded the handle as destroy pending in the
+// transaction that forgot it (persistence.SandboxDestroyAdd); the janitor
+// retries it until the backend confirms.
 func (m *Manager) Destroy(handle string) {
-	if handle == "" || m.deps.Backend == nil {
-		return
+	if handle != "" && m.deps.Destroys != nil {
+		m.deps.Destroys.Wake()
 	}
-	m.bg.Add(1)
-	go func() {
-		defer m.bg.Done()
-		backoff := 500 * time.Millisecond
-		for attempt := 1; ; attempt++ {
-			ctx, cancel := context.WithTimeout(m.bgCtx, 2*time.Minute)
-			err := m.deps.Backend.Delete(ctx, handle)
-			cancel()
-			if err == nil || errors.Is(err, sprites.ErrNotFound) {
-				return
-			}
-			if attempt >= m.deps.Config.DestroyRetries || m.bgCtx.Err() != nil {
-				m.log.Warn("sandbox destroy failed", slog.String("sandbox", handle), slog.String("error", err.Error()))
-				return
-			}
-			select {
-			case <-time.After(backoff):
-			case <-m.bgCtx.Done():
-				return
-			}
-			backoff *= 2
-		}
-	}()
+}
+
+// destroyLater records a sandbox as destroy pending and wakes the janitor.
+func (m *Manager) destroyLater(ctx context.Context, backend, handle string) error {
+	if err := m.deps.DB.SandboxDestroyAdd(ctx, backend, handle); err != nil {
+		return err
+	}
+	m.Destroy(handle)
+	return nil
 }
 
 // Subscribe attaches a live subscriber to the session's actor. live is false

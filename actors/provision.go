@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/aodhq/aod/persistence"
@@ -51,9 +52,13 @@ func (a *sessionActor) provision(ctx context.Context, s *persistence.Session, t 
 	case ctx.Err() != nil || errors.Is(err, errTerminated):
 		// Terminated. The terminate path destroys the sandbox it knew of;
 		// one this run may have been creating meanwhile is deleted here.
+		// It is recorded again (durably), since the janitor may have found
+		// it missing before the create completed.
 		if p.createStarted {
-			dctx, cancel := context.WithTimeout(a.ctx, 2*time.Minute)
-			_ = a.m.deps.Backend.Delete(dctx, s.BackendHandle)
+			dctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
+			if err := a.m.destroyLater(dctx, s.Backend, s.BackendHandle); err != nil {
+				a.m.log.Error("record sandbox destroy", slog.String("sandbox", s.BackendHandle), slog.String("error", err.Error()))
+			}
 			cancel()
 		}
 		_ = a.writer.submit(a.ctx, &logOp{note: &workFinished{}})
@@ -303,25 +308,27 @@ func (p *provisionRun) exec(ctx context.Context, argv []string) (int, []byte, er
 	}
 }
 
-// fail records a provisioning failure: the sandbox is deleted (best effort),
-// the session and turn 1 fail, and a stderr event says why.
+// fail records a provisioning failure: the session and turn 1 fail, a
+// stderr event says why, and the sandbox (if its create was attempted) is
+// recorded as destroy pending in the same transaction that forgets its
+// handle; the janitor deletes it.
 func (p *provisionRun) fail(err error) {
 	msg := err.Error()
-	if p.created {
-		ctx, cancel := context.WithTimeout(p.a.ctx, 2*time.Minute)
-		_ = p.a.m.deps.Backend.Delete(ctx, p.s.BackendHandle)
-		cancel()
+	var destroy []persistence.Update
+	if p.createStarted {
+		destroy = append(destroy, persistence.DestroySandbox(p.s.Backend, p.s.BackendHandle))
+		defer p.a.m.Destroy(p.s.BackendHandle)
 	}
 	n := p.t.TurnNumber
 	ended := time.Now().UTC().Truncate(time.Microsecond)
 	_ = p.a.writer.submit(p.a.ctx, &logOp{
 		events: []*persistence.Event{{SessionID: p.s.ID, Turn: &n, Kind: persistence.KindOutput, Stream: "stderr",
 			Data: "provision failed: " + msg + "\n"}},
-		updates: []persistence.Update{
+		updates: append([]persistence.Update{
 			persistence.SetTurnIf(p.t.ID, []string{persistence.StatusPending, persistence.StatusRunning},
 				map[string]any{"status": persistence.StatusFailed, "exit_code": nil, "ended_at": ended}, nil),
 			persistence.SetSession(p.s.ID, map[string]any{"status": persistence.StatusFailed, "exit_code": nil, "backend_handle": ""}, true),
-		},
+		}, destroy...),
 		note: &workFinished{},
 	})
 }

@@ -19,6 +19,7 @@ type Store interface {
 	EventsLast(ctx context.Context, sessionID string) ([]persistence.Event, error)
 	LogAppend(ctx context.Context, events []*persistence.Event, updates ...persistence.Update) error
 	OutputBytes(ctx context.Context, sessionID string, turn int) (session, turnBytes int64, err error)
+	SandboxDestroyAdd(ctx context.Context, backend, handle string) error
 	SessionGet(ctx context.Context, userID int64, id string) (*persistence.Session, error)
 	SessionResources(ctx context.Context, sessionID string) ([]persistence.Resource, error)
 	SessionSecretEnvVars(ctx context.Context, sessionID string) (map[string]string, error)

@@ -219,7 +219,7 @@ func (r *turnRun) start(ctx context.Context) (sprites.Exec, error) {
 		return nil, errTurnTerminated
 	}
 	exec, err := a.m.deps.Backend.Exec(ctx, r.s.BackendHandle, sprites.ExecRequest{
-		Argv: argv, Dir: runtimes.WorkDir, Stdin: []byte(r.t.Prompt),
+		Argv: argv, Dir: runtimes.WorkDir, Stdin: []byte(r.t.Stdin()),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start agent: %w", err)

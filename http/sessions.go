@@ -166,16 +166,12 @@ func (s *Server) sessionCreate(c *fiber.Ctx, p *principal) error {
 		UserID: p.UserID, AgentID: &agent.ID, EnvironmentID: envID, Provider: agent.Provider, Runtime: rt,
 		Backend: s.cfg.BackendName, BackendHandle: s.cfg.SpriteNamePrefix + "-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12],
 	}
-	prompt := req.Prompt
-	if agent.System != "" {
-		prompt = agent.System + "\n\n" + req.Prompt
-	}
 	resources := make([]persistence.Resource, len(req.Resources))
 	for i, r := range req.Resources {
 		resources[i] = persistence.Resource{ResourceType: r.Type, URL: r.URL, MountPath: r.MountPath, Token: r.AuthorizationToken}
 	}
 	_, err = s.db.SessionCreate(ctx, &persistence.SessionCreateParams{
-		Session: sess, Prompt: prompt, Timeout: req.Timeout, Resources: resources,
+		Session: sess, Prompt: req.Prompt, SystemPrompt: agent.System, Timeout: req.Timeout, Resources: resources,
 		SecretEnvVars: req.SecretEnvVars, DefaultLimit: s.cfg.DefaultMaxSessions,
 	})
 	var qe *persistence.QuotaError
@@ -336,6 +332,11 @@ func (s *Server) sessionTerminate(c *fiber.Ctx, p *principal) error {
 		}
 		handle = cur.BackendHandle
 		cur.Status, cur.BackendHandle = persistence.StatusTerminated, ""
+		// The handle is forgotten only together with a durable destroy
+		// record, which the janitor retries until the backend confirms.
+		if err := persistence.SandboxDestroyAdd(ctx, tx, cur.Backend, handle); err != nil {
+			return false, err
+		}
 		// Turns that will never finish on their own end failed now; a
 		// running turn's actor records the same when it stops.
 		_, err := tx.NewUpdate().Table("session_turns").

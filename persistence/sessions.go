@@ -56,10 +56,14 @@ func (s *Session) Active() bool { return s.Status == StatusPending || s.Status =
 type Turn struct {
 	bun.BaseModel `bun:"table:session_turns"`
 
-	ID             int64      `bun:"id,pk,autoincrement"`
-	SessionID      string     `bun:"session_id"`
-	TurnNumber     int        `bun:"turn_number"`
-	Prompt         string     `bun:"prompt"`
+	ID         int64  `bun:"id,pk,autoincrement"`
+	SessionID  string `bun:"session_id"`
+	TurnNumber int    `bun:"turn_number"`
+	Prompt     string `bun:"prompt"`
+	// SystemPrompt is the agent's system prompt as of the session's
+	// creation, on turn 1 only: the CLI receives it before the prompt
+	// (Stdin), the API shows Prompt alone.
+	SystemPrompt   string     `bun:"system_prompt"`
 	Mode           string     `bun:"mode"`
 	TimeoutSeconds int        `bun:"timeout_seconds"`
 	Status         string     `bun:"status"`
@@ -70,6 +74,15 @@ type Turn struct {
 	CreatedAt      time.Time  `bun:"created_at"`
 	StartedAt      *time.Time `bun:"started_at"`
 	EndedAt        *time.Time `bun:"ended_at"`
+}
+
+// Stdin is what the agent CLI reads for the turn: the prompt, after the
+// system prompt and a blank line when there is one (aod-api.md §5).
+func (t *Turn) Stdin() string {
+	if t.SystemPrompt == "" {
+		return t.Prompt
+	}
+	return t.SystemPrompt + "\n\n" + t.Prompt
 }
 
 // Resource is a GitHub repository cloned into the sandbox.
@@ -115,7 +128,8 @@ func (e *QuotaError) Error() string {
 // SessionCreateParams describe a new session and its first turn.
 type SessionCreateParams struct {
 	Session       *Session // ID, timestamps, status and turn are filled in
-	Prompt        string   // turn 1's raw prompt
+	Prompt        string   // turn 1's raw prompt, as the request sent it
+	SystemPrompt  string   // the agent's system prompt, for the CLI only
 	Timeout       int      // seconds
 	Resources     []Resource
 	SecretEnvVars map[string]string
@@ -135,7 +149,7 @@ func (db *DB) SessionCreate(ctx context.Context, p *SessionCreateParams) (*Turn,
 	s.Prompt = p.Prompt
 	s.CreatedAt = now()
 	s.UpdatedAt = s.CreatedAt
-	turn := &Turn{SessionID: s.ID, TurnNumber: 1, Prompt: p.Prompt, Mode: "run", TimeoutSeconds: p.Timeout,
+	turn := &Turn{SessionID: s.ID, TurnNumber: 1, Prompt: p.Prompt, SystemPrompt: p.SystemPrompt, Mode: "run", TimeoutSeconds: p.Timeout,
 		Status: StatusPending, CreatedAt: s.CreatedAt}
 	var sealedEnv string
 	if len(p.SecretEnvVars) > 0 {
@@ -419,8 +433,9 @@ var ErrSessionActive = errors.New("persistence: session is active")
 
 // SessionDelete deletes the caller's finished session with its turns, logs,
 // resources and secrets (cascade), under the session's row lock, so it
-// cannot race a new turn. It returns the deleted session (for its sandbox
-// handle); an active session gives ErrSessionActive.
+// cannot race a new turn. Its sandbox, if any, is recorded as destroy
+// pending in the same transaction (see SandboxDestroy). It returns the
+// deleted session; an active session gives ErrSessionActive.
 func (db *DB) SessionDelete(ctx context.Context, userID int64, id string) (*Session, error) {
 	var out *Session
 	err := db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
@@ -433,6 +448,10 @@ func (db *DB) SessionDelete(ctx context.Context, userID int64, id string) (*Sess
 		}
 		if _, err := tx.NewDelete().Model((*Session)(nil)).Where("id = ?", id).Exec(ctx); err != nil {
 			return fmt.Errorf("persistence: delete session: %w", err)
+		}
+		// The sandbox outlives the row until the janitor confirms it gone.
+		if err := SandboxDestroyAdd(ctx, tx, s.Backend, s.BackendHandle); err != nil {
+			return err
 		}
 		out = s
 		return nil

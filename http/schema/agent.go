@@ -83,7 +83,7 @@ func DecodeAgentCreate(body map[string]any) (*AgentCreate, error) {
 			out.Metadata = m
 		}
 	}
-	if err := e.err(); err != nil {
+	if err := withNULCheck(e.err(), body, agentFields); err != nil {
 		return nil, err
 	}
 
@@ -168,7 +168,7 @@ func DecodeAgentUpdate(body map[string]any) (*AgentUpdate, error) {
 			out.Metadata = m
 		}
 	}
-	if err := e.err(); err != nil {
+	if err := withNULCheck(e.err(), body, agentFields); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -82,7 +82,7 @@ func DecodeEnvironmentCreate(body map[string]any) (*EnvironmentCreate, error) {
 			out.Networking = *n
 		}
 	}
-	if err := e.err(); err != nil {
+	if err := withNULCheck(e.err(), body, environmentFields); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -123,7 +123,7 @@ func DecodeEnvironmentUpdate(body map[string]any) (*EnvironmentUpdate, error) {
 	if v := body["networking"]; v != nil {
 		out.Networking = decodeNetworking(&e, v)
 	}
-	if err := e.err(); err != nil {
+	if err := withNULCheck(e.err(), body, environmentFields); err != nil {
 		return nil, err
 	}
 	return out, nil

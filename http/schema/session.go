@@ -88,7 +88,7 @@ func DecodeSessionCreate(body map[string]any) (*SessionCreate, error) {
 			out.SecretEnvVars = m
 		}
 	}
-	if err := e.err(); err != nil {
+	if err := withNULCheck(e.err(), body, sessionFields); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -109,7 +109,7 @@ func DecodePrompt(body map[string]any) (*Prompt, error) {
 	out := &Prompt{}
 	out.Prompt = requiredString(&e, body, "prompt", 0)
 	out.Timeout = optionalTimeout(&e, body)
-	if err := e.err(); err != nil {
+	if err := withNULCheck(e.err(), body, promptFields); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -138,7 +138,9 @@ func (s *Sealer) Check() error {
 
 // LoadOrCreateKeyFile returns the key material stored in path, creating the
 // file (mode 0600) with 32 random bytes when it does not exist. created
-// reports whether a new key was generated.
+// reports whether a new key was generated. Concurrent first starts agree
+// on one key: it is written to a synced temporary file and hard-linked into
+// place (the data directory must support hard links).
 func LoadOrCreateKeyFile(path string) (material string, created bool, err error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
@@ -159,19 +161,40 @@ func LoadOrCreateKeyFile(path string) (material string, created bool, err error)
 		return "", false, fmt.Errorf("seal: generate key: %w", err)
 	}
 	material = base64.RawURLEncoding.EncodeToString(raw)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	// Write a complete, synced temporary file, then link it into place:
+	// link fails if the key file exists (O_EXCL semantics), so starts that
+	// race agree on the first key, and no reader ever sees a partial file.
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".encryption-key-*")
 	if err != nil {
-		if errors.Is(err, os.ErrExist) { // another process won the race
-			return LoadOrCreateKeyFile(path)
-		}
+		return "", false, fmt.Errorf("seal: create key file: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
 		return "", false, fmt.Errorf("seal: create key file: %w", err)
 	}
 	if _, err := f.WriteString(material + "\n"); err != nil {
 		f.Close()
 		return "", false, fmt.Errorf("seal: write key file: %w", err)
 	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return "", false, fmt.Errorf("seal: sync key file: %w", err)
+	}
 	if err := f.Close(); err != nil {
 		return "", false, fmt.Errorf("seal: write key file: %w", err)
+	}
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, os.ErrExist) { // another process won the race
+			return LoadOrCreateKeyFile(path)
+		}
+		return "", false, fmt.Errorf("seal: create key file: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // make the new name durable
+		d.Close()
 	}
 	return material, true, nil
 }

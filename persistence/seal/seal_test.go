@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -82,4 +83,48 @@ func TestLoadOrCreateKeyFile(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, created)
 	require.Equal(t, m1, m2)
+}
+
+// TestLoadOrCreateKeyFileConcurrent (issue 9 defect 11): processes starting
+// at once on an empty data dir agree on one key; none reads a half-written
+// (empty) key file, and exactly one reports that it created the key.
+func TestLoadOrCreateKeyFileConcurrent(t *testing.T) {
+	t.Parallel()
+	for round := range 30 {
+		path := filepath.Join(t.TempDir(), "data", "encryption.key")
+		const n = 16
+		var (
+			wg      sync.WaitGroup
+			start   = make(chan struct{})
+			keys    [n]string
+			created [n]bool
+			errs    [n]error
+		)
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				keys[i], created[i], errs[i] = LoadOrCreateKeyFile(path)
+			})
+		}
+		close(start)
+		wg.Wait()
+		creators := 0
+		for i := range n {
+			require.NoError(t, errs[i], "round %d", round)
+			require.Equal(t, keys[0], keys[i], "round %d: every start sees the same key", round)
+			if created[i] {
+				creators++
+			}
+		}
+		require.Equal(t, 1, creators, "round %d", round)
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		require.Equal(t, keys[0]+"\n", string(b))
+		st, err := os.Stat(path)
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+		left, err := os.ReadDir(filepath.Dir(path))
+		require.NoError(t, err)
+		require.Len(t, left, 1, "no temporary files are left behind")
+	}
 }

@@ -17,6 +17,29 @@ import (
 // RecordFile is where every stand-in appends "<name> <argv...>" lines.
 const RecordFile = "/tmp/aod-standins.log"
 
+// Stage blocking, for fault tests that must kill aod while a given command
+// runs. When the stand-ins directory holds BlockFile and its first line is
+// "<name>" or "<name> <first argument>" of a stand-in's invocation (e.g.
+// "claude update", "apt-get", "npx"), that stand-in writes its name to the
+// FIFO BlockedFIFO (which the test creates with mode 0666 and reads, to
+// learn that the command is running) and then sleeps for an hour instead of
+// doing its work. Remove BlockFile to let later invocations through.
+const (
+	BlockFile   = ".block"
+	BlockedFIFO = ".blocked"
+)
+
+// blockHook is the start of every stand-in script (see BlockFile).
+const blockHook = `bin=$(dirname "$0")
+if [ -f "$bin/` + BlockFile + `" ]; then
+  want=$(head -n1 "$bin/` + BlockFile + `")
+  if [ "$want" = "$(basename "$0")" ] || [ "$want" = "$(basename "$0") $1" ]; then
+    echo "$want" > "$bin/` + BlockedFIFO + `"
+    exec sleep 3600
+  fi
+fi
+`
+
 // agentScript is the agent CLI stand-in. The prompt (stdin) may carry
 // directives, one per line:
 //
@@ -28,7 +51,7 @@ const RecordFile = "/tmp/aod-standins.log"
 //	quiet:S    sleep S seconds without printing
 //	bytes:N    print N bytes of "x" (head -c syntax: 64M, 1G) as fast as possible
 const agentScript = `#!/bin/bash
-name=$(basename "$0")
+` + blockHook + `name=$(basename "$0")
 echo "$name $*" >> ` + RecordFile + `
 prompt=$(cat)
 printf '{"type":"system","subtype":"init","session_id":"%s","model":"%s","cwd":"%s"}\n' "$AOD_SESSION_ID" "$AOD_MODEL" "$PWD"
@@ -53,7 +76,7 @@ exit "$code"
 
 // recorderScript is a package-manager stand-in.
 const recorderScript = `#!/bin/bash
-echo "$(basename "$0") $*" >> ` + RecordFile + `
+` + blockHook + `echo "$(basename "$0") $*" >> ` + RecordFile + `
 exit 0
 `
 

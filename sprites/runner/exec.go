@@ -87,7 +87,14 @@ type Proc struct {
 	name string
 	id   string
 	dir  string
+	// stdin is the write end of an interactive command's stdin FIFO.
+	stdin *os.File
 }
+
+// Stdin returns the write end of an interactive command's stdin (Spec.
+// Interactive), nil otherwise. Close it for EOF. Writes block while the
+// pipe is full; use SetWriteDeadline to bound them.
+func (p *Proc) Stdin() *os.File { return p.stdin }
 
 // ID returns the exec id, unique within the sandbox.
 func (p *Proc) ID() string { return p.id }
@@ -152,9 +159,12 @@ func (r *Runner) Start(ctx context.Context, name string, spec Spec) (*Proc, erro
 			"TERM=xterm-256color",
 		},
 		Slirp:  network == NetworkPrivate,
-		Stdin:  spec.Stdin != nil,
+		Stdin:  spec.Stdin != nil || spec.Interactive,
 		UID:    uid,
 		Limits: r.sandboxLimits(name),
+	}
+	if spec.Env != nil {
+		ss.Env = slices.Clone(spec.Env)
 	}
 	if network == networkProxy {
 		ss.Proxy = &proxySpec{Rules: policy.Rules, Override: r.cfg.EgressHosts}
@@ -171,7 +181,7 @@ func (r *Runner) Start(ctx context.Context, name string, spec Spec) (*Proc, erro
 		return nil, fmt.Errorf("start: encode spec: %w", err)
 	}
 	files := map[string][]byte{specFile: specJSON, stdoutFile: nil, stderrFile: nil}
-	if spec.Stdin != nil {
+	if spec.Stdin != nil && !spec.Interactive {
 		files[stdinFile] = spec.Stdin
 	}
 	for f, b := range files {
@@ -179,7 +189,23 @@ func (r *Runner) Start(ctx context.Context, name string, spec Spec) (*Proc, erro
 			return nil, fmt.Errorf("start in %q: %w", name, err)
 		}
 	}
+	if spec.Interactive {
+		// A FIFO held open read-write here (close-on-exec, so neither the
+		// shim nor the command inherits this writer): the shim's open for
+		// reading does not block, and the command reads EOF once it is
+		// closed.
+		fifo := filepath.Join(p.dir, stdinFile)
+		if err := unix.Mkfifo(fifo, 0o600); err != nil {
+			return nil, fmt.Errorf("start in %q: stdin pipe: %w", name, err)
+		}
+		if p.stdin, err = os.OpenFile(fifo, os.O_RDWR, 0); err != nil {
+			return nil, fmt.Errorf("start in %q: stdin pipe: %w", name, err)
+		}
+	}
 	if err := r.launchShim(ctx, p); err != nil {
+		if p.stdin != nil {
+			p.stdin.Close()
+		}
 		if _, exited := p.readExit(); !exited {
 			_ = writeExit(p.dir, shimFailedExitCode)
 		}

@@ -82,6 +82,14 @@ type Spec struct {
 	// Stdin is written to the command's stdin, followed by EOF. nil means EOF
 	// at once.
 	Stdin []byte
+	// Interactive makes stdin a pipe the caller writes while the command
+	// runs (Proc.Stdin; closing it is EOF) instead of Stdin's bytes. The
+	// pipe lives as long as the Proc value that Start returned: a command
+	// whose writer is gone reads EOF.
+	Interactive bool
+	// Env, when non-nil, replaces the command's whole default environment
+	// (KEY=VALUE entries), as Sprites' exec env= does.
+	Env []string
 }
 
 // Runner creates sandboxes under one directory and runs commands in them.
@@ -505,6 +513,21 @@ func (r *Runner) Stat(name, p string) (fs.FileInfo, error) {
 		return nil, fmt.Errorf("stat %s: %w", p, err)
 	}
 	return fi, nil
+}
+
+// ReadDir describes the entries of the directory at the absolute path
+// inside the sandbox, sorted by name. Entries are described as they are
+// (a symlink as a symlink), never followed.
+func (r *Runner) ReadDir(name, p string) ([]fs.FileInfo, error) {
+	_, base, rel, err := r.hostPath(name, p)
+	if err != nil {
+		return nil, err
+	}
+	out, err := readDir(base, rel)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", p, err)
+	}
+	return out, nil
 }
 
 // Chmod changes the mode of the regular file or directory at the absolute

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -247,4 +248,39 @@ func chmodFile(base, rel string, mode fs.FileMode) error {
 	defer pf.Close()
 	// chmod through the descriptor's magic link: the checked inode itself.
 	return unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(int(pf.Fd())), unixMode(mode), 0)
+}
+
+// readDir describes the entries of the directory at rel under base, sorted
+// by name, without following symlinks (the directory itself or its
+// entries).
+func readDir(base, rel string) ([]fs.FileInfo, error) {
+	pf, err := openLeaf(base, rel, true)
+	if err != nil {
+		return nil, err
+	}
+	defer pf.Close()
+	// Re-open the checked inode as a directory; its entries are described
+	// relative to that descriptor, so a rename of the path cannot redirect
+	// them.
+	procPath := "/proc/self/fd/" + strconv.Itoa(int(pf.Fd()))
+	fd, err := unix.Open(procPath, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	dir := os.NewFile(uintptr(fd), "/proc/self/fd/"+strconv.Itoa(fd))
+	defer dir.Close()
+	ents, err := dir.ReadDir(-1)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]fs.FileInfo, 0, len(ents))
+	for _, e := range ents {
+		fi, err := e.Info() // lstat through the descriptor's path
+		if err != nil {
+			continue // removed meanwhile
+		}
+		out = append(out, fi)
+	}
+	slices.SortFunc(out, func(a, b fs.FileInfo) int { return strings.Compare(a.Name(), b.Name()) })
+	return out, nil
 }

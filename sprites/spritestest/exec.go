@@ -122,9 +122,14 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request, m spriteMeta
 		}
 		mrad = d
 	}
-	if len(q["env"]) > 0 {
-		writeError(w, http.StatusBadRequest, "invalid_request", "env is not supported by the fake", nil)
-		return
+	// Any env= replaces the whole default environment (PATH and HOME too).
+	var env []string
+	for _, kv := range q["env"] {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			writeError(w, http.StatusBadRequest, "invalid_request", "bad env "+strconv.Quote(kv)+": want KEY=VALUE", nil)
+			return
+		}
+		env = append(env, kv)
 	}
 	dir := cmp.Or(q.Get("dir"), sprites.DefaultHome)
 	if !s.track() {
@@ -135,51 +140,63 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request, m spriteMeta
 
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
-	var p *runner.Proc
-	if !wantStdin {
-		// Start before the upgrade so a failure is a plain HTTP error.
-		var err error
-		if p, err = s.Runner.Start(ctx, m.Name, runner.Spec{Argv: argv, Dir: dir}); err != nil {
-			s.logger.Warn("spritestest: start exec", "sprite", m.Name, "argv", argv, "err", err)
-			writeError(w, http.StatusInternalServerError, "exec_failed", "start: "+err.Error(), nil)
-			return
-		}
+	// Start before the upgrade so a failure is a plain HTTP error. With
+	// stdin the command runs at once and reads the client's stdin frames
+	// as they arrive (an interactive client sees session_info and output
+	// before it sends EOF).
+	p, err := s.Runner.Start(ctx, m.Name, runner.Spec{Argv: argv, Dir: dir, Env: env, Interactive: wantStdin})
+	if err != nil {
+		s.logger.Warn("spritestest: start exec", "sprite", m.Name, "argv", argv, "err", err)
+		writeError(w, http.StatusInternalServerError, "exec_failed", "start: "+err.Error(), nil)
+		return
+	}
+	stdin := p.Stdin()
+	if stdin != nil {
+		// Whatever happens to the connection, the command gets EOF.
+		defer stdin.Close()
 	}
 	conn, err := websocket.Accept(w, r, nil)
 	if err != nil {
 		return // Accept answered; a started command runs on, attachable.
 	}
 	conn.SetReadLimit(64 << 20)
-
-	if wantStdin {
-		// The runner takes stdin whole, so the command starts at stdin EOF.
-		stdin := []byte{}
-		for done := false; !done; {
-			typ, msg, err := conn.Read(ctx)
-			if err != nil {
-				return // client left before stdin EOF; nothing was started
-			}
-			if typ != websocket.MessageBinary || len(msg) == 0 {
-				continue
-			}
-			switch msg[0] {
-			case sprites.FrameStdin:
-				stdin = append(stdin, msg[1:]...)
-			case sprites.FrameStdinEOF:
-				done = true
-			}
-		}
-		if p, err = s.Runner.Start(ctx, m.Name, runner.Spec{Argv: argv, Dir: dir, Stdin: stdin}); err != nil {
-			s.logger.Warn("spritestest: start exec", "sprite", m.Name, "argv", argv, "err", err)
-			_ = conn.Close(websocket.StatusInternalError, truncate("start: "+err.Error(), 120))
-			return
-		}
-	}
 	em := execMeta{ID: p.ID(), Command: argv[0], Argv: argv, Workdir: dir, Created: time.Now().Unix(), TTY: tty}
 	if err := s.writeExecMeta(m.Name, em); err != nil {
 		s.logger.Warn("spritestest: record exec", "err", err)
 	}
-	s.stream(ctx, conn, p, em, mrad)
+	s.stream(ctx, conn, p, em, mrad, stdin)
+}
+
+// stdinWriteTimeout bounds one write to a command's stdin pipe (64 KiB of
+// buffer): a command that reads none of its stdin for this long gets EOF.
+const stdinWriteTimeout = 60 * time.Second
+
+// forwardStdin writes one client message to the command's stdin. Non-TTY:
+// a [0x00]+data frame is data, [0x04] is EOF. TTY: every binary message is
+// raw input (no prefix; there is no EOF frame). Text messages (resize,
+// signal, control:) are ignored. It returns false once stdin is closed.
+func forwardStdin(stdin *os.File, tty bool, typ websocket.MessageType, msg []byte) bool {
+	if typ != websocket.MessageBinary || len(msg) == 0 {
+		return true
+	}
+	data := msg
+	if !tty {
+		switch msg[0] {
+		case sprites.FrameStdin:
+			data = msg[1:]
+		case sprites.FrameStdinEOF:
+			stdin.Close()
+			return false
+		default:
+			return true
+		}
+	}
+	_ = stdin.SetWriteDeadline(time.Now().Add(stdinWriteTimeout))
+	if _, err := stdin.Write(data); err != nil {
+		stdin.Close() // a command that stopped reading gets EOF
+		return false
+	}
+	return true
 }
 
 // handleAttach re-attaches: WSS /v1/sprites/{name}/exec/{id}. The full
@@ -211,23 +228,28 @@ func (s *Server) handleAttach(w http.ResponseWriter, r *http.Request) {
 	conn.SetReadLimit(64 << 20)
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
-	s.stream(ctx, conn, p, s.readExecMeta(m.Name, id), 0)
+	s.stream(ctx, conn, p, s.readExecMeta(m.Name, id), 0, nil)
 }
 
 var errDropped = errors.New("connection dropped (injected fault)")
 
 // stream sends session_info, the output from byte 0 and the exit, then
-// closes with 1000. Incoming messages after the start are discarded. When
-// the client leaves before the exit and mrad > 0, the command is sent
-// SIGTERM after mrad.
-func (s *Server) stream(ctx context.Context, conn *websocket.Conn, p *runner.Proc, em execMeta, mrad time.Duration) {
+// closes with 1000. Incoming messages go to stdin while it is open (see
+// forwardStdin), and are discarded otherwise. When the client leaves before
+// the exit and mrad > 0, the command is sent SIGTERM after mrad.
+func (s *Server) stream(ctx context.Context, conn *websocket.Conn, p *runner.Proc, em execMeta, mrad time.Duration, stdin *os.File) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
+		open := stdin != nil
 		for {
-			if _, _, err := conn.Read(ctx); err != nil {
+			typ, msg, err := conn.Read(ctx)
+			if err != nil {
 				cancel()
 				return
+			}
+			if open {
+				open = forwardStdin(stdin, em.TTY, typ, msg)
 			}
 		}
 	}()

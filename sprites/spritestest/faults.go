@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -26,6 +27,10 @@ type Faults struct {
 	// ServerErrors answers the next N REST requests (not WebSocket upgrades,
 	// not /_fake/) with ServerErrorStatus.
 	ServerErrors int `json:"server_errors,omitempty"`
+	// DeleteErrors answers the next N DELETE /v1/sprites/{name} with
+	// ServerErrorStatus, leaving the sprite in place (a Sprites outage as
+	// seen by the sandbox janitor).
+	DeleteErrors int `json:"delete_errors,omitempty"`
 	// ServerErrorStatus is the status of those answers (default 503).
 	ServerErrorStatus int `json:"server_error_status,omitempty"`
 	// DropExecs drops the next N exec or attach WebSockets, without an exit
@@ -35,6 +40,15 @@ type Faults struct {
 	DropExecs       int   `json:"drop_execs,omitempty"`
 	DropAfterFrames int   `json:"drop_after_frames,omitempty"`
 	DropAfterBytes  int64 `json:"drop_after_bytes,omitempty"`
+	// HangRequests makes the next N REST requests that match HangMethod
+	// (any method when empty), HangPathSuffix (a suffix of the URL path)
+	// and HangFile (the "path" query parameter of fs calls, when set) hang
+	// without an answer and without effect until their client goes away
+	// (a black-holed call), so a test can kill aod inside a given call.
+	HangRequests   int    `json:"hang_requests,omitempty"`
+	HangMethod     string `json:"hang_method,omitempty"`
+	HangPathSuffix string `json:"hang_path_suffix,omitempty"`
+	HangFile       string `json:"hang_file,omitempty"`
 	// FrameDelayMS delays every output frame by this many milliseconds.
 	FrameDelayMS int `json:"frame_delay_ms,omitempty"`
 	// NeverExit withholds the exit frame: streams stay open after the
@@ -100,18 +114,37 @@ func (s *Server) injectRESTFault(w http.ResponseWriter, r *http.Request) bool {
 	s.mu.Lock()
 	f := &s.faults
 	var status, retryAfter int
+	hang := false
 	switch {
+	case f.HangRequests > 0 && (f.HangMethod == "" || f.HangMethod == r.Method) &&
+		strings.HasSuffix(r.URL.Path, f.HangPathSuffix) && (f.HangFile == "" || f.HangFile == r.URL.Query().Get("path")):
+		f.HangRequests--
+		hang = true
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/sprites" && f.CreateRateLimited > 0:
 		f.CreateRateLimited--
 		status, retryAfter = http.StatusTooManyRequests, cmp.Or(f.RetryAfterSeconds, 1)
+	case r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, "/v1/sprites/") &&
+		strings.Count(r.URL.Path, "/") == 3 && f.DeleteErrors > 0:
+		f.DeleteErrors--
+		status = cmp.Or(f.ServerErrorStatus, http.StatusServiceUnavailable)
 	case f.ServerErrors > 0:
 		f.ServerErrors--
 		status = cmp.Or(f.ServerErrorStatus, http.StatusServiceUnavailable)
 	}
 	s.mu.Unlock()
+	if hang {
+		select {
+		case <-r.Context().Done():
+		case <-s.ctx.Done():
+		}
+		return true
+	}
 	switch {
 	case status == http.StatusTooManyRequests:
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
+		w.Header().Set("X-RateLimit-Limit", "10")
+		w.Header().Set("X-RateLimit-Remaining", "0")
+		w.Header().Set("X-RateLimit-Reset", strconv.FormatInt(time.Now().Add(time.Duration(retryAfter)*time.Second).Unix(), 10))
 		writeError(w, status, "sprite_creation_rate_limited", "sprite creation rate limit exceeded (injected)", map[string]any{
 			"limit": 10, "window_seconds": 60, "retry_after_seconds": retryAfter, "current_count": 11,
 		})

@@ -18,6 +18,30 @@
 // EgressHosts points names at test servers), and no policy gives the
 // runner's filtered private network.
 //
+// Where the official Go SDK (superfly/sprites-go) looks, the fake follows
+// the service: an exec starts at once and its stdin frames reach the command
+// as they arrive (session_info and output come before stdin EOF); env=
+// replaces the command's whole environment; labels are kept on create and
+// update (clear_labels empties them); list pages by name with max_results
+// (1-100) and continuation_token; fs/list of a directory lists its
+// children; a 429 carries Retry-After and X-RateLimit-Limit, -Remaining and
+// -Reset (unix time).
+//
+// Not modelled, precisely:
+//   - TTY mode has no pseudo-terminal: the command's stdin is a pipe and
+//     its output pipes (isatty is false), stdout and stderr are merged into
+//     raw binary messages, rows/cols and resize messages are ignored, and
+//     there is no line discipline (no echo, ^C is a plain byte). Binary
+//     client messages are raw input; the exit is the JSON exit message.
+//   - With env=, bubblewrap still sets PWD to the working directory.
+//   - An exec's stdin ends (EOF) when the client that started it leaves; a
+//     re-attached client's messages are discarded (no stdin on attach).
+//   - Signal messages ({"type":"signal"}) are ignored (no
+//     X-Sprite-Capabilities header is sent); use the kill endpoint.
+//   - The control channel (/control) answers 404, as the SDK expects of a
+//     service without it; checkpoints, services, the TCP proxy, fs
+//     delete/rename/copy and sprite hibernation (warm/cold) are absent.
+//
 // Faults are switched on with [Server.SetFaults] or, from another process,
 // POST /_fake/faults with the JSON form of [Faults]; GET /_fake/requests
 // returns the request log. Both need the bearer token.
@@ -28,6 +52,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -43,6 +68,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -85,6 +111,10 @@ type Options struct {
 	// KeepSandboxes stops NewServer's cleanup from deleting the sprites (for
 	// tests that hand the directory to another server).
 	KeepSandboxes bool
+	// MaxLoggedRequests and MaxLoggedBodyBytes bound the request log (see
+	// Requests); the oldest entries go first. Defaults 10,000 and 4 MiB.
+	MaxLoggedRequests  int
+	MaxLoggedBodyBytes int
 }
 
 // Server is a running fake Sprites server.
@@ -111,6 +141,10 @@ type Server struct {
 	mu       sync.Mutex
 	faults   Faults
 	requests []Request
+	// reqBase is the sequence number of requests[0]; reqBytes the bytes of
+	// the bodies kept.
+	reqBase  int
+	reqBytes int
 	spriteMu sync.Mutex // serialises create/delete and metadata writes
 }
 
@@ -121,7 +155,8 @@ type Request struct {
 	Method string    `json:"method"`
 	Path   string    `json:"path"`
 	Query  string    `json:"query,omitempty"`
-	// Body is kept for JSON requests up to 64 KiB.
+	// Body is kept for JSON requests up to 64 KiB, except file bodies
+	// (/fs/ paths, which carry credentials such as auth.json): never kept.
 	Body json.RawMessage `json:"body,omitempty"`
 	// Status is the answer's status, 0 while the handler runs (101 for a
 	// WebSocket).
@@ -406,19 +441,18 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		// Logged on arrival (a WebSocket handler runs for long); the
 		// status is filled in when the handler returns.
 		entry := Request{Time: time.Now(), Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery}
-		if json.Valid(body) {
+		if json.Valid(body) && !strings.Contains(r.URL.Path, "/fs/") {
 			entry.Body = body
 		}
-		s.mu.Lock()
-		idx := len(s.requests)
-		s.requests = append(s.requests, entry)
-		s.mu.Unlock()
+		seq := s.logRequest(entry)
 		defer func() {
 			s.mu.Lock()
-			s.requests[idx].Status = rec.status
+			if i := seq - s.reqBase; i >= 0 {
+				s.requests[i].Status = rec.status
+			}
 			s.mu.Unlock()
 		}()
-		if r.Header.Get("Authorization") != "Bearer "+s.token {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+s.token)) != 1 {
 			writeError(rec, http.StatusUnauthorized, "unauthorized", "missing or invalid bearer token", nil)
 			return
 		}
@@ -427,6 +461,27 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(rec, r)
 	})
+}
+
+// logRequest appends entry to the bounded request log and returns its
+// sequence number.
+func (s *Server) logRequest(entry Request) int {
+	maxN := cmp.Or(s.opts.MaxLoggedRequests, 10_000)
+	maxB := cmp.Or(s.opts.MaxLoggedBodyBytes, 4<<20)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests = append(s.requests, entry)
+	s.reqBytes += len(entry.Body)
+	drop := 0
+	for len(s.requests)-drop > maxN || (s.reqBytes > maxB && drop < len(s.requests)-1) {
+		s.reqBytes -= len(s.requests[drop].Body)
+		drop++
+	}
+	if drop > 0 {
+		s.requests = slices.Delete(s.requests, 0, drop)
+		s.reqBase += drop
+	}
+	return s.reqBase + len(s.requests) - 1
 }
 
 // apiError writes the JSON error shape of the service.
@@ -476,6 +531,7 @@ type spriteMeta struct {
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 	URLAuth   string    `json:"url_auth"`
+	Labels    []string  `json:"labels,omitempty"`
 }
 
 func (s *Server) spriteObject(m spriteMeta) map[string]any {
@@ -486,9 +542,18 @@ func (s *Server) spriteObject(m spriteMeta) map[string]any {
 		"status":       "warm",
 		"url":          "https://" + m.Name + "-fake.sprites.app",
 		"url_settings": map[string]any{"auth": cmp.Or(m.URLAuth, "sprite")},
+		"labels":       labels(m.Labels),
 		"created_at":   m.CreatedAt.UTC().Format(time.RFC3339),
 		"updated_at":   m.UpdatedAt.UTC().Format(time.RFC3339),
 	}
+}
+
+// labels renders a sprite's labels ([] when it has none).
+func labels(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
 }
 
 func (s *Server) readMeta(name string) (spriteMeta, bool) {
@@ -545,6 +610,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 		URLSettings struct {
 			Auth string `json:"auth"`
 		} `json:"url_settings"`
+		Labels []string `json:"labels"`
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_request", "bad JSON body: "+err.Error(), nil)
@@ -565,7 +631,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	m := spriteMeta{ID: uuid.NewString(), Name: req.Name, CreatedAt: now, UpdatedAt: now, URLAuth: req.URLSettings.Auth}
+	m := spriteMeta{ID: uuid.NewString(), Name: req.Name, CreatedAt: now, UpdatedAt: now, URLAuth: req.URLSettings.Auth, Labels: req.Labels}
 	if err := s.writeMeta(m); err != nil {
 		writeError(w, http.StatusInternalServerError, "internal_error", err.Error(), nil)
 		return
@@ -573,14 +639,42 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, s.spriteObject(m))
 }
 
+// maxListResults caps max_results (the Go SDK asks for 100).
+const maxListResults = 100
+
+// handleList pages through the sprites by name: max_results (default and
+// cap 100) per page, continuation_token the last name of the previous page.
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
-	metas := s.listMeta(r.URL.Query().Get("prefix"))
+	q := r.URL.Query()
+	limit := maxListResults
+	if v := q.Get("max_results"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxListResults {
+			writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("max_results must be 1-%d", maxListResults), nil)
+			return
+		}
+		limit = n
+	}
+	metas := s.listMeta(q.Get("prefix"))
+	slices.SortFunc(metas, func(a, b spriteMeta) int { return strings.Compare(a.Name, b.Name) })
+	if after := q.Get("continuation_token"); after != "" {
+		i, _ := slices.BinarySearchFunc(metas, after, func(m spriteMeta, t string) int { return strings.Compare(m.Name, t) })
+		for i < len(metas) && metas[i].Name <= after {
+			i++
+		}
+		metas = metas[i:]
+	}
+	more, next := len(metas) > limit, ""
+	if more {
+		metas = metas[:limit]
+		next = metas[limit-1].Name
+	}
 	list := make([]map[string]any, 0, len(metas))
 	for _, m := range metas {
 		list = append(list, s.spriteObject(m))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"sprites": list, "has_more": false, "next_continuation_token": "",
+		"sprites": list, "has_more": more, "next_continuation_token": next,
 		"org": map[string]any{"name": cmp.Or(s.opts.Organization, "fake-org"), "running": 0, "warm": len(list), "cold": 0, "running_limit": 100, "warm_limit": 100},
 	})
 }
@@ -600,6 +694,8 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 		URLSettings *struct {
 			Auth string `json:"auth"`
 		} `json:"url_settings"`
+		Labels      []string `json:"labels"`
+		ClearLabels bool     `json:"clear_labels"`
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_request", "bad JSON body: "+err.Error(), nil)
@@ -607,6 +703,12 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.URLSettings != nil {
 		m.URLAuth = req.URLSettings.Auth
+	}
+	switch {
+	case req.ClearLabels:
+		m.Labels = nil
+	case req.Labels != nil:
+		m.Labels = req.Labels
 	}
 	m.UpdatedAt = time.Now()
 	s.spriteMu.Lock()
@@ -734,8 +836,8 @@ func statEntry(p string, fi fs.FileInfo) map[string]any {
 	}
 }
 
-// handleFSList answers with one stat entry for the path (the runner does not
-// list directories, so a directory gives its own entry only).
+// handleFSList lists a directory's entries (sorted by name), or gives a
+// file's own entry (the SDK's Stat).
 func (s *Server) handleFSList(w http.ResponseWriter, r *http.Request) {
 	m, p, _, ok := s.fsTarget(w, r)
 	if !ok {
@@ -746,7 +848,20 @@ func (s *Server) handleFSList(w http.ResponseWriter, r *http.Request) {
 		writeFSError(w, p, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"path": p, "entries": []any{statEntry(p, fi)}, "count": 1})
+	entries := []any{}
+	if !fi.IsDir() {
+		entries = append(entries, statEntry(p, fi))
+	} else {
+		children, err := s.Runner.ReadDir(m.Name, p)
+		if err != nil {
+			writeFSError(w, p, err)
+			return
+		}
+		for _, c := range children {
+			entries = append(entries, statEntry(path.Join(p, c.Name()), c))
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"path": p, "entries": entries, "count": len(entries)})
 }
 
 func (s *Server) handleFSChmod(w http.ResponseWriter, r *http.Request) {

@@ -22,6 +22,7 @@ import (
 	"github.com/aodhq/aod/persistence"
 	"github.com/aodhq/aod/persistence/seal"
 	"github.com/aodhq/aod/sprites"
+	"github.com/aodhq/aod/sprites/janitor"
 	"github.com/aodhq/aod/sprites/local"
 	"github.com/aodhq/aod/sprites/runner"
 )
@@ -34,6 +35,7 @@ type App struct {
 	db       *persistence.DB
 	backend  sprites.Backend
 	sessions *actors.Manager
+	janitor  *janitor.Janitor
 	server   *aodhttp.Server
 	ln       net.Listener
 	served   chan error
@@ -155,8 +157,10 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger, opts Options) (*App
 	if opts.WrapStore != nil {
 		store = opts.WrapStore(store)
 	}
+	a.janitor = janitor.New(db, a.backend, janitor.Config{Backend: cfg.Sandbox}, log, reg)
 	a.sessions, err = actors.NewManager(actors.Deps{
 		DB: store, Backend: a.backend, Owner: cluster.Single{Name: node}, Logger: log, Config: actorCfg, Registerer: reg,
+		Destroys: a.janitor,
 	})
 	if err != nil {
 		a.closeEarly()
@@ -168,7 +172,7 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger, opts Options) (*App
 		Logger: log,
 		Config: aodhttp.Config{
 			MaxBodyBytes:       cfg.MaxBodyBytes,
-			BackendName:        "sprites",
+			BackendName:        cfg.Sandbox,
 			SpriteNamePrefix:   cfg.SpriteNamePrefix,
 			DefaultTimeout:     cfg.DefaultTimeout,
 			DefaultMaxSessions: cfg.DefaultMaxConcurrentSessions,
@@ -251,6 +255,9 @@ func (a *App) Reconciler() *actors.Reconciler { return a.reconciler }
 // DB returns the node's database.
 func (a *App) DB() *persistence.DB { return a.db }
 
+// Janitor returns the node's sandbox janitor.
+func (a *App) Janitor() *janitor.Janitor { return a.janitor }
+
 // Start begins serving HTTP. It returns once the listener is bound.
 func (a *App) Start(ctx context.Context) error {
 	// Pick up sessions left pending or running by a previous process
@@ -262,6 +269,11 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	if err := a.reconciler.Start(ctx); err != nil {
 		return fmt.Errorf("start session reconciler: %w", err)
+	}
+	// Sandboxes of sessions terminated or deleted before a crash are
+	// destroyed now (and retried until the backend confirms).
+	if err := a.janitor.Start(ctx); err != nil {
+		return fmt.Errorf("start sandbox janitor: %w", err)
 	}
 	a.served = make(chan error, 1)
 	go func() { a.served <- a.server.Serve(a.ln) }()
@@ -302,6 +314,9 @@ func (a *App) Stop(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("stop session actors: %w", err))
 		}
 		cancel()
+	}
+	if a.janitor != nil {
+		a.janitor.Stop()
 	}
 	if err := a.db.Close(); err != nil && !strings.Contains(err.Error(), "closed") {
 		errs = append(errs, fmt.Errorf("close database: %w", err))

@@ -204,6 +204,10 @@ func startNode(t *testing.T, o nodeOpts) *node {
 		// its database, so test nodes must not share one.
 		env["DATABASE_URL"] = persistencetest.FreshPostgresURL(t)
 	}
+	if o.backend == backendFake {
+		// The session rows record the backend kind (the fake is Sprites).
+		env["AOD_SANDBOX"] = "sprites"
+	}
 	for k, v := range o.env {
 		env[k] = v
 	}

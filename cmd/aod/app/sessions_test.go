@@ -81,6 +81,17 @@ func TestSessionEndToEnd(t *testing.T) {
 		require.Equal(t, float64(1), s["current_turn"])
 		require.Equal(t, "anthropic", s["provider"])
 		require.Equal(t, ack["resources"], s["resources"])
+		// The stored prompt is the request's, as sent; only the CLI got
+		// the system prompt (issue 9 defect 9).
+		row, err := n.app.DB().SessionGet(t.Context(), 0, id)
+		require.NoError(t, err)
+		require.Equal(t, "hello", row.Prompt)
+		// The session records the backend that runs it (issue 9 defect 11).
+		wantBackend := "local"
+		if n.fake != nil {
+			wantBackend = "sprites"
+		}
+		require.Equal(t, wantBackend, row.Backend)
 		listed := n.do("GET", "/sessions", nil).obj(t)["data"].([]any)
 		require.Len(t, listed, 1)
 		require.Equal(t, s, listed[0], "list and get render the same session")
@@ -115,7 +126,7 @@ func TestSessionEndToEnd(t *testing.T) {
 		require.Len(t, turns, 1)
 		turn := turns[0].(map[string]any)
 		require.Equal(t, "completed", turn["status"])
-		require.Equal(t, "SYS\n\nhello", turn["prompt"])
+		require.Equal(t, "hello", turn["prompt"], "the prompt as sent, without the system prompt")
 		require.NotNil(t, turn["started_at"])
 		require.NotNil(t, turn["ended_at"])
 		// Secrets never reach responses or logs.
