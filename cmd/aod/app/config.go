@@ -38,6 +38,7 @@ type Config struct {
 	SSEHeartbeat time.Duration // AOD_SSE_HEARTBEAT
 	SSEStale     time.Duration // AOD_SSE_STALE
 	DevPublish   bool          // AOD_DEV_PUBLISH
+	DBTimeout    time.Duration // AOD_DB_TIMEOUT
 }
 
 // SQLitePath is the embedded database file used without DATABASE_URL.
@@ -74,6 +75,7 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		SSEHeartbeat: p.duration("AOD_SSE_HEARTBEAT", 15*time.Second),
 		SSEStale:     p.duration("AOD_SSE_STALE", 600*time.Second),
 		DevPublish:   p.boolean("AOD_DEV_PUBLISH", false),
+		DBTimeout:    p.duration("AOD_DB_TIMEOUT", 5*time.Second),
 	}
 	defaultSandbox := "local"
 	if c.SpritesAPIKey != "" {

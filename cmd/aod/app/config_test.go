@@ -28,6 +28,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	require.Equal(t, 15*time.Second, c.SSEHeartbeat)
 	require.Equal(t, 600*time.Second, c.SSEStale)
 	require.False(t, c.DevPublish)
+	require.Equal(t, 5*time.Second, c.DBTimeout)
 }
 
 func TestLoadConfigValues(t *testing.T) {
