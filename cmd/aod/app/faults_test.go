@@ -570,13 +570,13 @@ func TestFaultSQLiteDiskFull(t *testing.T) {
 
 	filler := fillDisk(t, dir)
 	start := time.Now()
-	big := map[string]any{"name": "big", "provider": "anthropic", "model": "m", "system": strings.Repeat("s", 2<<20)}
+	big := map[string]any{"name": "big", "provider": "anthropic", "model": "m", "system": strings.Repeat("s", 256<<10)}
 	status, body, err := n.doTimeout("POST", "/agents", big, faultDBTimeout+10*time.Second)
 	require.NoError(t, err)
 	require.Equal(t, 503, status, "a write on a full disk: %s", body)
 	require.JSONEq(t, `{"detail":"Service unavailable"}`, string(body))
 	require.Less(t, time.Since(start), faultDBTimeout+failFastSlack)
-	require.Contains(t, n.logs.String(), "database unavailable")
+	require.Contains(t, n.logs.String(), "database or disk is full", "the node logs the cause")
 	// Reads still work.
 	r := n.do("GET", "/sessions/"+id, nil)
 	require.Equal(t, 200, r.status, string(r.body))
