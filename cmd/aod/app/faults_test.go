@@ -155,6 +155,14 @@ func (n *node) readStream(ctx context.Context, sessionID, lastEventID string) st
 // waitOutput streams sessionID until an output event contains substr.
 func (n *node) waitOutput(sessionID, substr string, timeout time.Duration) {
 	n.t.Helper()
+	n.waitEvent(sessionID, "output "+substr, timeout, func(d map[string]any) bool {
+		return d["type"] == "output" && strings.Contains(fmt.Sprint(d["data"]), substr)
+	})
+}
+
+// waitEvent streams sessionID until an event satisfies match.
+func (n *node) waitEvent(sessionID, what string, timeout time.Duration, match func(map[string]any) bool) {
+	n.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, "GET", n.base+"/sessions/"+sessionID+"/stream", nil)
@@ -167,16 +175,16 @@ func (n *node) waitOutput(sessionID, substr string, timeout time.Duration) {
 	r := bufio.NewReader(resp.Body)
 	for {
 		f, err := sse.ReadEvent(r)
-		require.NoError(n.t, err, "the stream ended before output %q", substr)
+		require.NoError(n.t, err, "the stream ended before %s", what)
 		if f.Comment != "" {
 			continue
 		}
 		d, err := sse.DecodeData(f)
 		require.NoError(n.t, err)
-		if d["type"] == "output" && strings.Contains(fmt.Sprint(d["data"]), substr) {
+		if match(d) {
 			return
 		}
-		require.NotContains(n.t, []string{"exit", "error", "terminated", "stale"}, d["type"], "the turn ended before output %q", substr)
+		require.NotContains(n.t, []string{"exit", "error", "terminated", "stale"}, d["type"], "the turn ended before %s", what)
 	}
 }
 
@@ -611,11 +619,15 @@ func TestFaultSpritesStorms(t *testing.T) {
 		faults spritestest.Faults
 		// second: inject before the second turn's prompt, not at create.
 		second bool
+		// afterCreate: inject once create_sprite is done (the provisioning
+		// stages' REST calls: policy, file writes).
+		afterCreate bool
 		// fails: the budget runs out; the session must fail cleanly.
 		fails bool
 	}{
 		{name: "create429", faults: spritestest.Faults{CreateRateLimited: 3, RetryAfterSeconds: 1}},
 		{name: "burst5xx", faults: spritestest.Faults{ServerErrors: 3, ServerErrorStatus: 502}},
+		{name: "provision5xx", faults: spritestest.Faults{ServerErrors: 3, ServerErrorStatus: 500}, afterCreate: true},
 		{name: "prompt5xx", faults: spritestest.Faults{ServerErrors: 3, ServerErrorStatus: 503}, second: true},
 		{name: "create429Exhausted", faults: spritestest.Faults{CreateRateLimited: 1000, RetryAfterSeconds: 1}, fails: true},
 		{name: "burst5xxExhausted", faults: spritestest.Faults{ServerErrors: 1000, ServerErrorStatus: 500}, fails: true},
@@ -625,10 +637,16 @@ func TestFaultSpritesStorms(t *testing.T) {
 			t.Parallel()
 			n := startNode(t, nodeOpts{dialect: migrations.Postgres, backend: backendFake})
 			agent := n.agent(nil)
-			if !tc.second {
+			if !tc.second && !tc.afterCreate {
 				n.fake.SetFaults(tc.faults)
 			}
 			id := n.session(agent, "slow:20", "timeout", 600)
+			if tc.afterCreate {
+				n.waitEvent(id, "create_sprite done", 2*time.Minute, func(d map[string]any) bool {
+					return d["type"] == "stage" && d["stage"] == "create_sprite" && d["state"] == "done"
+				})
+				n.fake.SetFaults(tc.faults)
+			}
 			evs := n.waitDone(id, 4*time.Minute)
 			last := evs[len(evs)-1]
 			if tc.fails {
