@@ -635,7 +635,10 @@ func TestFaultSpritesStorms(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			n := startNode(t, nodeOpts{dialect: migrations.Postgres, backend: backendFake})
+			// A database deadline shorter than the client's retries of the
+			// prompt lookup (0.5+1+2 s): the backend call has its own bound.
+			n := startNode(t, nodeOpts{dialect: migrations.Postgres, backend: backendFake, env: map[string]string{
+				"AOD_DB_TIMEOUT": faultDBTimeout.String()}})
 			agent := n.agent(nil)
 			if !tc.second && !tc.afterCreate {
 				n.fake.SetFaults(tc.faults)
