@@ -401,13 +401,28 @@ func TestFaultPostgresOutage(t *testing.T) {
 	}
 }
 
-// pgBin is where Debian's PostgreSQL 15 server binaries live.
-const pgBin = "/usr/lib/postgresql/15/bin"
+// pgBinDir finds Debian's PostgreSQL server binaries: 15 when installed
+// (this machine's server), else the newest /usr/lib/postgresql/N/bin.
+func pgBinDir() string {
+	if _, err := os.Stat("/usr/lib/postgresql/15/bin/initdb"); err == nil {
+		return "/usr/lib/postgresql/15/bin"
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	best, bestN := "", -1
+	for _, d := range dirs {
+		v, err := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(d))))
+		if err == nil && v > bestN {
+			best, bestN = filepath.Dir(d), v
+		}
+	}
+	return best
+}
 
 // privatePostgres is a Postgres instance of the test's own, so restarting
 // it disturbs nobody else on the machine.
 type privatePostgres struct {
 	t         *testing.T
+	bin       string
 	dir, data string
 	port      int
 	cred      *syscall.Credential
@@ -419,11 +434,12 @@ type privatePostgres struct {
 // CI=true).
 func startPrivatePostgres(t *testing.T) *privatePostgres {
 	t.Helper()
-	if _, err := os.Stat(filepath.Join(pgBin, "initdb")); err != nil {
+	bin := pgBinDir()
+	if bin == "" {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("the PostgreSQL 15 server binaries are required under CI (%s): %v", pgBin, err)
+			t.Fatal("the PostgreSQL server binaries (initdb, pg_ctl in /usr/lib/postgresql/N/bin) are required under CI")
 		}
-		t.Skipf("PostgreSQL 15 server binaries not found in %s (apt-get install postgresql-15)", pgBin)
+		t.Skip("PostgreSQL server binaries not found in /usr/lib/postgresql/N/bin (apt-get install postgresql)")
 	}
 	pgUser, err := user.Lookup("postgres")
 	require.NoError(t, err, "the postgres OS user")
@@ -434,7 +450,7 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	require.NoError(t, os.Chmod(dir, 0o755))
 	require.NoError(t, os.Chown(dir, uid, gid))
-	p := &privatePostgres{t: t, dir: dir, data: filepath.Join(dir, "data"),
+	p := &privatePostgres{t: t, bin: bin, dir: dir, data: filepath.Join(dir, "data"),
 		cred: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -451,7 +467,7 @@ func (p *privatePostgres) run(name string, args ...string) {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(pgBin, name), args...)
+	cmd := exec.CommandContext(ctx, filepath.Join(p.bin, name), args...)
 	cmd.Dir = p.dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
 	out, err := cmd.CombinedOutput()
@@ -462,7 +478,7 @@ func (p *privatePostgres) run(name string, args ...string) {
 func (p *privatePostgres) ctl(args ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(pgBin, "pg_ctl"), append([]string{"-D", p.data}, args...)...)
+	cmd := exec.CommandContext(ctx, filepath.Join(p.bin, "pg_ctl"), append([]string{"-D", p.data}, args...)...)
 	cmd.Dir = p.dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
 	out, err := cmd.CombinedOutput()
