@@ -250,6 +250,9 @@ func runBlackBox(t *testing.T, d migrations.Dialect) {
 				if i >= count {
 					return
 				}
+				if step := max(count/10, 1); i > 0 && i%step == 0 {
+					t.Logf("black box on %s: %d/%d requests after %s", d, i, count, time.Since(start).Round(time.Second))
+				}
 				req := tg.generate(seed, i)
 				res := bbSend(tg.addr, req)
 				switch {
