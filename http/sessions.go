@@ -186,7 +186,7 @@ func (s *Server) sessionCreate(c *fiber.Ctx, p *principal) error {
 		}}
 	}
 	if err != nil {
-		return err
+		return envGoneRace(err)
 	}
 	s.deps.Sessions.Kick(sess.ID)
 	return writeJSON(c, fiber.StatusAccepted, struct {

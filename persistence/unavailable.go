@@ -58,3 +58,18 @@ func IsUnavailable(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "conn closed") || strings.Contains(s, "closed pool")
 }
+
+// IsForeignKeyViolation reports a write refused because a row it
+// references is gone (Postgres 23503, SQLite SQLITE_CONSTRAINT_FOREIGNKEY):
+// e.g. an environment deleted between a handler's check and its insert.
+func IsForeignKeyViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "23503"
+	}
+	var liteErr *sqlite.Error
+	if errors.As(err, &liteErr) {
+		return liteErr.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
+	}
+	return false
+}

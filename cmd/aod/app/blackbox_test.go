@@ -758,3 +758,51 @@ func (tg *bbTarget) generate(seed uint64, i int) *bbRequest {
 	req.raw = b.Bytes()
 	return req
 }
+
+// TestBlackBoxDeleteRacesReference replays a race the black box found:
+// an environment deleted between the check that it exists and the insert
+// of an agent or session that references it. Pass: the late request
+// answers 404 "Environment not found" (as it would a moment later), never
+// a 500 from the foreign key.
+func TestBlackBoxDeleteRacesReference(t *testing.T) {
+	t.Parallel()
+	for _, d := range []migrations.Dialect{migrations.Postgres, migrations.SQLite} {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			n := startNode(t, nodeOpts{dialect: d, backend: backendMem})
+			agent := n.agent(nil)
+			iterations := 150
+			statuses := map[string]int{}
+			for i := 0; i < iterations; i++ {
+				env := n.mustCreate("/environments", map[string]any{"name": fmt.Sprintf("race-%d", i)}, 201)["id"].(string)
+				var wg sync.WaitGroup
+				var del, ref int
+				var refBody []byte
+				var delErr, refErr error
+				wg.Add(2)
+				go func() {
+					defer wg.Done()
+					del, _, delErr = n.doTimeout("DELETE", "/environments/"+env+"/delete", nil, 30*time.Second)
+				}()
+				go func() {
+					defer wg.Done()
+					if i%2 == 0 {
+						ref, refBody, refErr = n.doTimeout("POST", "/agents", map[string]any{"name": "r", "provider": "anthropic", "model": "m", "environment_id": env}, 30*time.Second)
+					} else {
+						ref, refBody, refErr = n.doTimeout("POST", "/sessions", map[string]any{"agent_id": agent, "prompt": "p", "environment_id": env}, 30*time.Second)
+					}
+				}()
+				wg.Wait()
+				require.NoError(t, delErr)
+				require.NoError(t, refErr)
+				statuses[fmt.Sprintf("delete %d / reference %d", del, ref)]++
+				require.Less(t, ref, 500, "the reference racing the delete: %s", refBody)
+				require.Less(t, del, 500)
+				if ref == 404 {
+					require.JSONEq(t, `{"detail":"Environment not found"}`, string(refBody))
+				}
+			}
+			t.Logf("%s: %v", d, statuses)
+		})
+	}
+}
