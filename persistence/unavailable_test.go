@@ -49,3 +49,11 @@ func TestIsUnavailable(t *testing.T) {
 		})
 	}
 }
+
+func TestIsForeignKeyViolation(t *testing.T) {
+	t.Parallel()
+	require.True(t, persistence.IsForeignKeyViolation(fmt.Errorf("insert agent: %w", &pgconn.PgError{Code: "23503"})))
+	require.False(t, persistence.IsForeignKeyViolation(&pgconn.PgError{Code: "23505"}))
+	require.False(t, persistence.IsForeignKeyViolation(errors.New("FOREIGN KEY constraint failed")), "typed errors only")
+	require.False(t, persistence.IsForeignKeyViolation(nil))
+}
