@@ -193,6 +193,10 @@ func TestBlackBoxRandomRequests(t *testing.T) {
 func runBlackBox(t *testing.T, d migrations.Dialect) {
 	n := startNode(t, nodeOpts{dialect: d, backend: backendMem, env: map[string]string{
 		"AOD_DEV_PUBLISH": "true", "DEFAULT_MAX_CONCURRENT_SESSIONS": "1000",
+		// The test is about input, not overload: under -race on a shared
+		// 2-vCPU machine SQLite's single connection can queue a request
+		// past the default 5 s, which would answer 503.
+		"AOD_DB_TIMEOUT": "30s",
 	}})
 	tg := &bbTarget{n: n, addr: strings.TrimPrefix(n.base, "http://")}
 	ctx := t.Context()
