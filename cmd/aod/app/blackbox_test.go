@@ -195,8 +195,9 @@ func runBlackBox(t *testing.T, d migrations.Dialect) {
 		"AOD_DEV_PUBLISH": "true", "DEFAULT_MAX_CONCURRENT_SESSIONS": "1000",
 		// The test is about input, not overload: under -race on a shared
 		// 2-vCPU machine SQLite's single connection can queue a request
-		// past the default 5 s, which would answer 503.
-		"AOD_DB_TIMEOUT": "30s",
+		// past the default 5 s, which would answer 503 (10 s stays inside the
+		// 15 s client deadline that counts a hang).
+		"AOD_DB_TIMEOUT": "10s",
 	}})
 	tg := &bbTarget{n: n, addr: strings.TrimPrefix(n.base, "http://")}
 	ctx := t.Context()
