@@ -8,7 +8,7 @@ FUZZTIME  ?= 20000x
 # Packages tested with -race; heavy cases run at reduced scale (D22).
 TEST_FLAGS ?= -race -timeout 12m
 
-.PHONY: help build run test vet unit fuzz bench clean
+.PHONY: help build run test vet unit fuzz bench soak clean
 
 help: ## list targets
 	@grep -E '^[a-z/-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,11 @@ bench: ## the heaviest tests at full scale, then the benchmarks (D22; see docs/b
 	AOD_BENCH_SCALE=full $(GO) test -timeout 120m -run 'Conformance|Backpressure|ManySubscribers' ./...
 	AOD_BENCH_SCALE=full $(GO) test -run='^$$' -bench=. -timeout 120m ./...
 	$(GO) build -o /tmp/aod ./cmd/aod && $(GO) run ./cmd/aodbench -scale full -aod /tmp/aod
+
+soak: ## the fault suite at full length: 60 s Postgres outages, 1,000,000 black-box requests (docs/reliability.md)
+	AOD_SOAK=1 $(GO) test -race -count=1 -timeout 60m -run 'TestFault' ./cmd/aod/app/
+	# Without -race: a million requests under the race detector take hours.
+	AOD_SOAK=1 $(GO) test -count=1 -timeout 120m -v -run 'TestBlackBox' ./cmd/aod/app/
 
 clean: ## remove build output
 	rm -rf bin

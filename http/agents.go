@@ -37,6 +37,17 @@ func (s *Server) agentRoutes() {
 	s.view("/agents/:id/versions", false, map[string]handlerFunc{fiber.MethodGet: s.agentVersions})
 }
 
+// envGoneRace maps a foreign-key refusal of an insert or update that
+// references an environment to 404 "Environment not found": the
+// environment passed the handler's check, then was deleted before the
+// write.
+func envGoneRace(err error) error {
+	if persistence.IsForeignKeyViolation(err) {
+		return errEnvNotFound
+	}
+	return err
+}
+
 // agentEnvironment resolves an environment an agent is being attached to.
 func (s *Server) agentEnvironment(c *fiber.Ctx, p *principal, id string) error {
 	return s.activeEnvironment(c.UserContext(), p.UserID, id, errEnvAssignArchived)
@@ -82,7 +93,7 @@ func (s *Server) agentCreate(c *fiber.Ctx, p *principal) error {
 		a.EnvironmentID = &req.EnvironmentID
 	}
 	if err := s.db.AgentCreate(c.UserContext(), a); err != nil {
-		return err
+		return envGoneRace(err)
 	}
 	return writeJSON(c, fiber.StatusCreated, renderAgent(a))
 }
@@ -192,7 +203,7 @@ func (s *Server) agentUpdate(c *fiber.Ctx, p *principal) error {
 		return errAgentNotFound
 	}
 	if err != nil {
-		return err
+		return envGoneRace(err)
 	}
 	return writeJSON(c, fiber.StatusOK, renderAgent(a))
 }

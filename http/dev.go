@@ -7,6 +7,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/aodhq/aod/actors"
+	"github.com/aodhq/aod/persistence"
 )
 
 // devPublish is the benchmark-only hook of D19 (AOD_DEV_PUBLISH=1): the raw
@@ -23,6 +24,9 @@ func (s *Server) devPublish(c *fiber.Ctx, p *principal) error {
 	id, err := s.deps.Sessions.Publish(c.UserContext(), sess.ID, string(c.Body()))
 	if errors.Is(err, actors.ErrNotRunning) {
 		return errSessionNotRunning
+	}
+	if persistence.IsForeignKeyViolation(err) {
+		return errSessionNotFound // deleted while the output was being published
 	}
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/aodhq/aod/http/schema"
+	"github.com/aodhq/aod/persistence"
 )
 
 // apiError is an error with the exact status and JSON body to answer.
@@ -29,6 +30,10 @@ var (
 	errMethodNotAllowed = detail(fiber.StatusMethodNotAllowed, "Method not allowed")
 	errTooLarge         = detail(fiber.StatusRequestEntityTooLarge, "Request body too large")
 	errInternal         = detail(fiber.StatusInternalServerError, "Internal server error")
+	// errUnavailable answers a request whose database work failed because
+	// the database cannot serve (unreachable, past AOD_DB_TIMEOUT, disk
+	// full): a retry later may succeed.
+	errUnavailable = detail(fiber.StatusServiceUnavailable, "Service unavailable")
 )
 
 // bareMethodNotAllowed is Django's require_http_methods answer: 405 with an
@@ -72,6 +77,14 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 		if fe.Code < 500 {
 			return writeJSON(c, fe.Code, map[string]any{"detail": http.StatusText(fe.Code)})
 		}
+	}
+	if persistence.IsUnavailable(err) {
+		s.log.LogAttrs(c.UserContext(), slog.LevelWarn, "request failed: database unavailable",
+			slog.String("request_id", requestID(c)),
+			slog.String("method", c.Method()),
+			slog.String("route", c.Route().Path),
+			slog.String("error", err.Error()))
+		return writeJSON(c, fiber.StatusServiceUnavailable, errUnavailable.body)
 	}
 	s.log.LogAttrs(c.UserContext(), slog.LevelError, "request failed",
 		slog.String("request_id", requestID(c)),

@@ -48,6 +48,9 @@ type Config struct {
 	SSEPoll time.Duration
 	// DevPublish enables POST /dev/sessions/{id}/output (D19).
 	DevPublish bool
+	// DBTimeout bounds the database work of one request (AOD_DB_TIMEOUT);
+	// past it the request answers 503. Default 5s.
+	DBTimeout time.Duration
 }
 
 // Deps are what the HTTP layer needs from the rest of the node.
@@ -110,6 +113,9 @@ func New(deps Deps) *Server {
 	if c.SSEPoll <= 0 {
 		c.SSEPoll = 500 * time.Millisecond
 	}
+	if c.DBTimeout <= 0 {
+		c.DBTimeout = 5 * time.Second
+	}
 	if deps.Registry == nil {
 		deps.Registry = prometheus.NewRegistry()
 	}
@@ -130,6 +136,7 @@ func New(deps Deps) *Server {
 	s.app.Use(requestid.New(requestid.Config{Generator: utils.UUIDv4}))
 	s.app.Use(s.recoverPanics)
 	s.app.Use(s.accessLog)
+	s.app.Use(s.dbDeadline)
 	s.app.Use(cors.New(cors.Config{AllowOrigins: "*", AllowHeaders: "Authorization, Content-Type, Last-Event-ID"}))
 	s.routes()
 	s.app.Use(func(c *fiber.Ctx) error { return errNotFound })
@@ -197,6 +204,50 @@ func (s *Server) accessLog(c *fiber.Ctx) error {
 		slog.Int("status", status),
 		slog.Duration("latency", time.Since(start)))
 	return err
+}
+
+// baseCtxKey holds a request's context before dbDeadline bounded it.
+type baseCtxKey struct{}
+
+// dbDeadline bounds a request's database work: handlers pass
+// c.UserContext() to every store call, so a database that does not answer
+// (a cut network, a full disk) fails the request after DBTimeout with 503
+// instead of holding it. Streams are not cut by it: after the 200 they run
+// on the server's context.
+func (s *Server) dbDeadline(c *fiber.Ctx) error {
+	base := c.UserContext()
+	c.Locals(baseCtxKey{}, base)
+	ctx, cancel := context.WithTimeout(base, s.cfg.DBTimeout)
+	defer cancel()
+	c.SetUserContext(ctx)
+	return c.Next()
+}
+
+// rearmDBDeadline gives the rest of a handler a fresh database deadline
+// after slow work that is not the database's (a sandbox backend call).
+// The caller must call the returned cancel.
+func (s *Server) rearmDBDeadline(c *fiber.Ctx) (context.Context, context.CancelFunc) {
+	base, ok := c.Locals(baseCtxKey{}).(context.Context)
+	if !ok {
+		base = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(base, s.cfg.DBTimeout)
+	c.SetUserContext(ctx)
+	return ctx, cancel
+}
+
+// backendTimeout bounds a sandbox backend call made by a handler (its
+// REST retries included).
+const backendTimeout = 2 * time.Minute
+
+// backendContext is the context of a handler's sandbox backend call: the
+// request's, without the database deadline, bounded by backendTimeout.
+func (s *Server) backendContext(c *fiber.Ctx) (context.Context, context.CancelFunc) {
+	base, ok := c.Locals(baseCtxKey{}).(context.Context)
+	if !ok {
+		base = context.Background()
+	}
+	return context.WithTimeout(base, backendTimeout)
 }
 
 // view registers one path. methods maps HTTP methods to handlers.

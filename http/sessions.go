@@ -182,7 +182,7 @@ func (s *Server) sessionCreate(c *fiber.Ctx, p *principal) error {
 		}}
 	}
 	if err != nil {
-		return err
+		return envGoneRace(err)
 	}
 	s.deps.Sessions.Kick(sess.ID)
 	return writeJSON(c, fiber.StatusAccepted, struct {
@@ -290,9 +290,14 @@ func (s *Server) sessionPrompt(c *fiber.Ctx, p *principal) error {
 	if sess.BackendHandle == "" {
 		return errBackendGone
 	}
-	if _, err := s.deps.Backend.Get(ctx, sess.BackendHandle); err != nil {
+	bctx, bcancel := s.backendContext(c)
+	_, err = s.deps.Backend.Get(bctx, sess.BackendHandle)
+	bcancel()
+	if err != nil {
 		return errBackendGone
 	}
+	ctx, cancel := s.rearmDBDeadline(c)
+	defer cancel()
 	var turnNumber int
 	_, err = s.db.SessionMutate(ctx, p.UserID, id, func(tx bun.Tx, cur *persistence.Session) (bool, error) {
 		if err := promptStateError(cur.Status); err != nil {

@@ -65,6 +65,10 @@ type Options struct {
 	Sealer *seal.Sealer
 	// MaxConns caps the Postgres pool (default pgxpool's).
 	MaxConns int32
+	// ConnectTimeout bounds each new Postgres connection (dial, TLS,
+	// startup); default 5s, so a pool refilling against an unreachable
+	// server fails instead of hanging.
+	ConnectTimeout time.Duration
 }
 
 // Open connects to the database. It does not migrate; call Migrate.
@@ -84,6 +88,12 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 	}
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 5 * time.Second
+	}
+	if cfg.ConnConfig.ConnectTimeout <= 0 || cfg.ConnConfig.ConnectTimeout > opts.ConnectTimeout {
+		cfg.ConnConfig.ConnectTimeout = opts.ConnectTimeout
 	}
 	// bun renders arguments into the SQL text, so every statement is unique:
 	// pgx's default statement cache would only fill up with one-off

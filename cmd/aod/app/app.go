@@ -91,7 +91,8 @@ func OpenDB(ctx context.Context, cfg *Config, log *slog.Logger) (*persistence.DB
 	if err != nil {
 		return nil, fmt.Errorf("encryption key: %w", err)
 	}
-	db, err := persistence.Open(ctx, persistence.Options{URL: cfg.DatabaseURL, SQLitePath: cfg.SQLitePath(), Sealer: sealer})
+	db, err := persistence.Open(ctx, persistence.Options{URL: cfg.DatabaseURL, SQLitePath: cfg.SQLitePath(), Sealer: sealer,
+		ConnectTimeout: cfg.DBTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
@@ -179,6 +180,7 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger, opts Options) (*App
 			SSEHeartbeat:       cfg.SSEHeartbeat,
 			SSEStale:           cfg.SSEStale,
 			DevPublish:         cfg.DevPublish,
+			DBTimeout:          cfg.DBTimeout,
 		},
 		Checks:   []aodhttp.Checker{{Name: "sandbox", Check: a.backend.Check}},
 		Sessions: a.sessions,

@@ -49,6 +49,7 @@ type Config struct {
 	DevPublish   bool          // AOD_DEV_PUBLISH
 
 	ReconcileInterval time.Duration // AOD_RECONCILE_INTERVAL
+	DBTimeout         time.Duration // AOD_DB_TIMEOUT
 }
 
 // SQLitePath is the embedded database file used without DATABASE_URL.
@@ -92,6 +93,7 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		DevPublish:   p.boolean("AOD_DEV_PUBLISH", false),
 
 		ReconcileInterval: p.duration("AOD_RECONCILE_INTERVAL", 5*time.Second),
+		DBTimeout:         p.duration("AOD_DB_TIMEOUT", 5*time.Second),
 	}
 	defaultSandbox := "local"
 	if c.SpritesAPIKey != "" {

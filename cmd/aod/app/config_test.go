@@ -33,6 +33,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	require.Equal(t, int64(64<<20), c.MaxTurnOutput)
 	require.Equal(t, int64(256<<20), c.MaxSessionOutput)
 	require.Equal(t, 5*time.Second, c.ReconcileInterval)
+	require.Equal(t, 5*time.Second, c.DBTimeout)
 }
 
 func TestLoadConfigValues(t *testing.T) {

@@ -274,9 +274,17 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
+// syncBufferMax bounds a node's collected log: past it the older half is
+// dropped (a soak run logs millions of requests).
+const syncBufferMax = 64 << 20
+
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.b.Len()+len(p) > syncBufferMax {
+		keep := s.b.Bytes()[s.b.Len()/2:]
+		s.b = *bytes.NewBuffer(append([]byte(nil), keep...))
+	}
 	return s.b.Write(p)
 }
 

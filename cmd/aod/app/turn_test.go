@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -316,8 +315,6 @@ func (b *faultOnAgentExec) Attach(ctx context.Context, name, execID string, from
 	}
 	return b.Backend.Attach(ctx, name, execID, from)
 }
-
-var numberedLine = regexp.MustCompile(`(?m)^line (\d{4})$`)
 
 // TestLostExecStreamIsReattached (issue 9 defect 8): when the exec's
 // WebSocket is dropped repeatedly during a turn (the client's own retries
