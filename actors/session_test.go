@@ -33,7 +33,8 @@ type actorBundle struct {
 func setupManager(t *testing.T, d migrations.Dialect, cfg Config) *actorBundle {
 	t.Helper()
 	ctx := context.Background()
-	db := persistencetest.Open(t, d)
+	// A database of its own: the reconciler sweeps every session in it.
+	db := persistencetest.OpenFresh(t, d)
 	u, err := db.UserCreate(ctx, "u-"+persistence.NewUUID())
 	require.NoError(t, err)
 	agent := &persistence.Agent{UserID: u.ID, Name: "a", Provider: "anthropic", Model: "claude-sonnet-4", Runtime: "claude",

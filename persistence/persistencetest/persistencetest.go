@@ -156,6 +156,20 @@ func Open(tb testing.TB, d migrations.Dialect) *persistence.DB {
 	return SQLite(tb)
 }
 
+// OpenFresh is Open with a Postgres database of the test's own (see
+// FreshPostgresURL), for tests that read every session in the database,
+// as the reconciler does.
+func OpenFresh(tb testing.TB, d migrations.Dialect) *persistence.DB {
+	tb.Helper()
+	if d != migrations.Postgres {
+		return SQLite(tb)
+	}
+	db, err := persistence.Open(context.Background(), persistence.Options{URL: FreshPostgresURL(tb), Sealer: Sealer(tb), MaxConns: 16})
+	require.NoError(tb, err)
+	tb.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
 // WrapTestMain runs the package's tests and then drops the databases this
 // package created. Call it from TestMain: os.Exit(persistencetest.WrapTestMain(m)).
 func WrapTestMain(m *testing.M) int {

@@ -30,7 +30,7 @@ import (
 // nests).
 func outsideUID(t *testing.T, b *testBundle) int {
 	t.Helper()
-	p, err := b.r.Start(t.Context(), b.name, sh(`sleep 30 & echo started; wait`))
+	p, err := b.r.Start(t.Context(), b.name, sh(sleepStarted))
 	require.NoError(t, err)
 	defer func() { _ = p.Kill(syscall.SIGKILL) }()
 	waitStdout(t, p, "started\n")
@@ -198,7 +198,7 @@ func TestEscapeSecretsNotInEnvironment(t *testing.T) {
 		t.Setenv(k, v)
 	}
 	b := setup(t, NetworkPrivate)
-	p, err := b.r.Start(t.Context(), b.name, sh(`sleep 30 & echo started; wait`))
+	p, err := b.r.Start(t.Context(), b.name, sh(sleepStarted))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Kill(syscall.SIGKILL) })
 	waitStdout(t, p, "started\n")
@@ -470,3 +470,8 @@ func TestSandboxWithoutUID(t *testing.T) {
 	owner, _ = hostOwner(t, filepath.Join(d, "root", "opt"))
 	require.Equal(t, 0, owner, "walked /opt of a sandbox that ran code")
 }
+
+// sleepStarted runs a background sleep and says "started" only once the
+// child has exec'd sleep (before that its comm is still the shell's), so
+// a test that looks for it among the host's processes cannot miss it.
+const sleepStarted = `sleep 30 & until [ "$(cat /proc/$!/comm 2>/dev/null)" = sleep ]; do :; done; echo started; wait`
