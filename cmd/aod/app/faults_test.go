@@ -32,6 +32,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/aodhq/aod/http/sse"
+	"github.com/aodhq/aod/actors"
 	"github.com/aodhq/aod/internal/faultproxy"
 	"github.com/aodhq/aod/migrations"
 	"github.com/aodhq/aod/persistence/persistencetest"
@@ -362,12 +363,25 @@ func pgProxy(t *testing.T) (*faultproxy.Proxy, string) {
 // answers again.
 func TestFaultPostgresOutage(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []faultproxy.Mode{faultproxy.Reset, faultproxy.Blackhole} {
-		t.Run(mode.String(), func(t *testing.T) {
+	// The writer's commit budget either outlasts the outage (its retries
+	// carry the turn through) or not (defect 2: the work stops without an
+	// outcome and the reconciler resumes it from the last committed batch).
+	for _, tc := range []struct {
+		name   string
+		mode   faultproxy.Mode
+		budget time.Duration
+	}{
+		{"reset", faultproxy.Reset, 0},
+		{"blackhole", faultproxy.Blackhole, 0},
+		{"reset/past-budget", faultproxy.Reset, 2 * time.Second},
+		{"blackhole/past-budget", faultproxy.Blackhole, 2 * time.Second},
+	} {
+		mode := tc.mode
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			proxy, dbURL := pgProxy(t)
-			n := startNode(t, nodeOpts{backend: backendLocal, env: map[string]string{
-				"DATABASE_URL": dbURL, "AOD_DB_TIMEOUT": faultDBTimeout.String()}})
+			n := startNode(t, nodeOpts{backend: backendLocal, actors: actors.Config{CommitBudget: tc.budget}, env: map[string]string{
+				"DATABASE_URL": dbURL, "AOD_DB_TIMEOUT": faultDBTimeout.String(), "AOD_RECONCILE_INTERVAL": "500ms"}})
 			d := outageLength(t)
 			prompt, lines := slowPrompt(d)
 			id := n.session(n.agent(nil), prompt, "timeout", 600)
