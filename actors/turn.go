@@ -490,17 +490,33 @@ func (r *turnRun) publish(ctx context.Context, ev *persistence.Event) error {
 		r.mu.Unlock()
 		return ErrNotRunning
 	}
-	err := r.a.writer.submit(ctx, op)
+	w := r.a.writer
+	err := w.submit(ctx, op)
 	r.mu.Unlock()
 	if err != nil {
+		if ctx.Err() != nil || errors.Is(err, errWriterStopped) {
+			return ErrNotRunning // the turn's work ended meanwhile
+		}
 		return err
 	}
+	// A queued op is committed (or answered) by the writer, also while it
+	// drains at the actor's stop: wait for that answer, not for the work
+	// context, so a publish racing the end of the turn reports what
+	// happened to its event.
+	var done error
 	select {
-	case err := <-op.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
+	case done = <-op.done:
+	case <-w.stopped:
+		select {
+		case done = <-op.done:
+		default:
+			return ErrNotRunning
+		}
 	}
+	if errors.Is(done, errWriterStopped) {
+		return ErrNotRunning
+	}
+	return done
 }
 
 // finish records the turn's outcome and the session's status (guarded: a

@@ -31,8 +31,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/aodhq/aod/http/sse"
 	"github.com/aodhq/aod/actors"
+	"github.com/aodhq/aod/http/sse"
 	"github.com/aodhq/aod/internal/faultproxy"
 	"github.com/aodhq/aod/migrations"
 	"github.com/aodhq/aod/persistence/persistencetest"

@@ -3,6 +3,7 @@ package app
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -428,4 +429,68 @@ func TestDisconnectedClientIsUnsubscribed(t *testing.T) {
 	// bound is loose for loaded machines).
 	require.Eventually(t, func() bool { return clients() == "0" }, 10*time.Second, 20*time.Millisecond)
 	n.mustCreate("/sessions/"+id+"/terminate", nil, 200)
+}
+
+// TestDevPublishRacingTurnEnd: publishes that race the end of the turn
+// (the agent exits while they are in flight) answer 201 with an event
+// logged before the turn's exit, or 409 — never a 5xx (the black-box run
+// found 503s: a publish waited on the actor's context, which ends as the
+// actor retires, instead of on the writer's answer).
+func TestDevPublishRacingTurnEnd(t *testing.T) {
+	t.Parallel()
+	n := devNode(t)
+	for rep := range 3 {
+		id := n.session(n.agent(nil), "quiet:1")
+		waitStatus(t, n, id, "running")
+		type answer struct {
+			status int
+			id     int64
+			err    error
+		}
+		answers := make(chan answer, 4096)
+		var wg sync.WaitGroup
+		for range 6 {
+			wg.Go(func() {
+				for {
+					req, err := http.NewRequest("POST", n.base+"/dev/sessions/"+id+"/output", strings.NewReader("x"))
+					if err != nil {
+						answers <- answer{err: err}
+						return
+					}
+					req.Header.Set("Authorization", "Bearer "+n.key)
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						answers <- answer{err: err}
+						return
+					}
+					var body struct {
+						ID int64 `json:"id"`
+					}
+					_ = json.NewDecoder(resp.Body).Decode(&body)
+					resp.Body.Close()
+					answers <- answer{status: resp.StatusCode, id: body.ID}
+					if resp.StatusCode != 201 {
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(answers)
+		evs := n.waitDone(id, time.Minute)
+		exit := evs[len(evs)-1]
+		require.Equal(t, "exit", exit.typ(), "rep %d: %s", rep, exit.raw)
+		exitID, err := strconv.ParseInt(exit.idLine, 10, 64)
+		require.NoError(t, err)
+		published := 0
+		for a := range answers {
+			require.NoError(t, a.err)
+			require.Contains(t, []int{201, 409}, a.status, "rep %d: a publish racing the turn's end answered %d", rep, a.status)
+			if a.status == 201 {
+				published++
+				require.LessOrEqual(t, a.id, exitID, "rep %d: event %d is not in the stream before the turn's exit (%d)", rep, a.id, exitID)
+			}
+		}
+		require.Positive(t, published, "rep %d: no publish landed while the turn ran", rep)
+	}
 }
