@@ -335,7 +335,12 @@ func TestLostExecStreamIsReattached(t *testing.T) {
 		id := n.session(n.agent(nil), "slow:120")
 		evs := n.waitDone(id, 2*time.Minute)
 		require.Equal(t, "exit", evs[len(evs)-1].typ(), "stderr: %s", outputText(evs, "stderr"))
-		require.GreaterOrEqual(t, fb.attachCalls.Load(), int32(10), "the turn re-attached after each drop")
+		// Every connection but the last took a drop plan (DropExecs counts
+		// down per connection) and was dropped after its 8 frames; under
+		// load frames carry more lines, so fewer drops happen: count them.
+		dropped := int32(12-n.fake.Faults().DropExecs) - 1
+		require.Positive(t, dropped, "no exec stream was dropped")
+		require.GreaterOrEqual(t, fb.attachCalls.Load(), dropped, "the turn re-attached after each drop")
 		var got []string
 		for _, m := range numberedLine.FindAllStringSubmatch(outputText(evs, "stdout"), -1) {
 			got = append(got, m[1])
