@@ -30,9 +30,23 @@ type Config struct {
 	WriterQueue int
 	// BatchMax caps the events committed per transaction. Default 256.
 	BatchMax int
-	// SubscriberBuffer is each live subscriber's buffer in batches.
+	// SubscriberBuffer caps each live subscriber's queue in batches.
 	// Default 256.
 	SubscriberBuffer int
+	// SubscriberBufferBytes caps each live subscriber's queue in bytes
+	// (event data plus a fixed overhead per event): a subscriber that falls
+	// further behind is dropped as lagged and catches up from the log, so a
+	// client that stops reading pins at most this much. Default 4 MiB.
+	SubscriberBufferBytes int64
+	// WriterQueueBytes caps the event bytes queued for the log writer:
+	// producers block beyond it (backpressure), like beyond WriterQueue
+	// ops. Default 4 MiB.
+	WriterQueueBytes int64
+	// SubscriberGone, when set, is called by a session's actor each time it
+	// releases a live subscriber before the work ended: lagged is true when
+	// it was dropped for falling behind, false when it was unsubscribed.
+	// It runs on the actor's goroutine and must not block (a test signal).
+	SubscriberGone func(sessionID string, lagged bool)
 	// DestroyRetries bounds the background sandbox deletes. Default 5.
 	DestroyRetries int
 	// KillGrace is how long a killed turn's exec may take to report its
@@ -97,6 +111,12 @@ func NewManager(deps Deps) (*Manager, error) {
 	}
 	if c.SubscriberBuffer <= 0 {
 		c.SubscriberBuffer = 256
+	}
+	if c.SubscriberBufferBytes <= 0 {
+		c.SubscriberBufferBytes = 4 << 20
+	}
+	if c.WriterQueueBytes <= 0 {
+		c.WriterQueueBytes = 4 << 20
 	}
 	if c.DestroyRetries <= 0 {
 		c.DestroyRetries = 5
@@ -187,12 +207,14 @@ func (m *Manager) Destroy(handle string) {
 // Subscribe attaches a live subscriber to the session's actor. live is false
 // when the session has no running work (serve it from the log alone).
 // lastID is the newest durable event id when the subscriber was attached:
-// everything after it arrives on sub.C.
+// everything after it arrives through sub.Take. Subscribe waits for the
+// actor's answer only as long as ctx lives (a session actor still loading
+// answers once it has read its state): give ctx a short deadline.
 func (m *Manager) Subscribe(ctx context.Context, sessionID string) (sub *Subscription, live bool, lastID int64, err error) {
 	if _, local := m.deps.Owner.Owner(sessionID); !local {
 		return nil, false, 0, ErrNotOwner
 	}
-	sub = newSubscription(m.deps.Config.SubscriberBuffer)
+	sub = newSubscription(m.deps.Config.SubscriberBuffer, m.deps.Config.SubscriberBufferBytes)
 	sub.actorID = strings.Clone(sessionID)
 	if !m.send(sessionID, &subscribeCmd{sub: sub}, true) {
 		return nil, false, 0, nil

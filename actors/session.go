@@ -112,6 +112,7 @@ func (a *sessionActor) started(c *actor.Context) {
 			engine.Send(pid, &durable{gen: gen, events: events, notes: notes})
 		})
 	a.writer.metrics = a.m.metrics
+	a.writer.bytes = newByteGate(a.m.deps.Config.WriterQueueBytes)
 	a.m.work.Add(1)
 	go func() {
 		defer a.m.work.Done()
@@ -240,14 +241,24 @@ func (a *sessionActor) subscribe(sub *Subscription) {
 func (a *sessionActor) unsubscribe(sub *Subscription) {
 	if _, ok := a.subs[sub]; ok {
 		delete(a.subs, sub)
-		close(sub.C)
+		sub.end(false)
+		a.subscriberGone(false)
 	}
 	for i, p := range a.pendingSub {
 		if p == sub {
 			a.pendingSub = append(a.pendingSub[:i], a.pendingSub[i+1:]...)
 			sub.ready <- subscribeResult{}
+			a.subscriberGone(false)
 			break
 		}
+	}
+}
+
+// subscriberGone reports a subscriber this actor released before its work
+// ended: unsubscribed by its client, or dropped as lagged.
+func (a *sessionActor) subscriberGone(lagged bool) {
+	if hook := a.m.deps.Config.SubscriberGone; hook != nil {
+		hook(a.id, lagged)
 	}
 }
 
@@ -270,21 +281,24 @@ func (a *sessionActor) onKick() {
 }
 
 // onDurable fans committed events out to live subscribers without
-// blocking: a subscriber whose buffer is full is dropped as lagged.
+// blocking: a subscriber whose queue would exceed its budget (batches or
+// bytes) is dropped as lagged and catches up from the log.
 func (a *sessionActor) onDurable(msg *durable) {
 	if n := len(msg.events); n > 0 {
 		if last := msg.events[n-1].ID; last > a.lastID {
 			a.lastID = last
 		}
+		var size int64
+		if len(a.subs) > 0 {
+			size = batchBytes(msg.events)
+		}
 		for sub := range a.subs {
-			select {
-			case sub.C <- msg.events:
-			default:
-				sub.lagged.Store(true)
+			if !sub.push(msg.events, size) {
 				delete(a.subs, sub)
-				close(sub.C)
+				sub.end(true)
 				a.m.lagged.Add(1)
 				a.m.metrics.lagged.Inc()
+				a.subscriberGone(true)
 			}
 		}
 	}
@@ -324,10 +338,7 @@ func (a *sessionActor) finishWork() {
 
 func (a *sessionActor) closeSubs(lagged bool) {
 	for sub := range a.subs {
-		if lagged {
-			sub.lagged.Store(true)
-		}
-		close(sub.C)
+		sub.end(lagged)
 		delete(a.subs, sub)
 	}
 	for _, sub := range a.pendingSub {

@@ -20,6 +20,8 @@ type logOp struct {
 	note any
 	// done, when set, receives the commit result.
 	done chan error
+	// size is what the op holds of the writer's byte budget.
+	size int64
 }
 
 // maxCommitAttempts bounds the retries of one batch (backoff 0.1 s tripling,
@@ -44,6 +46,9 @@ type logWriter struct {
 	onDurable func(events []*persistence.Event, notes []any)
 	stopped   chan struct{}
 	metrics   *metrics
+	// bytes, when set, bounds the event bytes queued (backpressure in
+	// bytes as well as in ops).
+	bytes *byteGate
 }
 
 func newLogWriter(db *persistence.DB, log *slog.Logger, queue, batchMax int, onDurable func([]*persistence.Event, []any)) *logWriter {
@@ -53,16 +58,38 @@ func newLogWriter(db *persistence.DB, log *slog.Logger, queue, batchMax int, onD
 	}
 }
 
-// submit queues op, blocking while the queue is full (backpressure).
+// submit queues op, blocking while the queue is full, in ops or in bytes
+// (backpressure).
 func (w *logWriter) submit(ctx context.Context, op *logOp) error {
+	if w.bytes != nil {
+		op.size = batchBytes(op.events)
+		if err := w.bytes.acquire(ctx, w.stopped, op.size); err != nil {
+			return err
+		}
+	}
 	select {
 	case w.ch <- op:
 		return nil
 	case <-ctx.Done():
+		w.releaseOps(op)
 		return ctx.Err()
 	case <-w.stopped:
+		w.releaseOps(op)
 		return errWriterStopped
 	}
+}
+
+// releaseOps returns the ops' share of the byte budget.
+func (w *logWriter) releaseOps(ops ...*logOp) {
+	if w.bytes == nil {
+		return
+	}
+	var n int64
+	for _, op := range ops {
+		n += op.size
+		op.size = 0
+	}
+	w.bytes.release(n)
 }
 
 // submitWait queues op and waits until it is durable.
@@ -145,6 +172,7 @@ func (w *logWriter) collect(first *logOp) []*logOp {
 // commit appends one batch, retrying with backoff while ctx lives: a
 // database hiccup delays output, it does not lose it.
 func (w *logWriter) commit(ctx context.Context, batch []*logOp) {
+	defer w.releaseOps(batch...)
 	var events []*persistence.Event
 	var updates []persistence.Update
 	var notes []any

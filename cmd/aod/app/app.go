@@ -142,8 +142,12 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger, opts Options) (*App
 	promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "aod", Name: "build_info", Help: "Build and node information (always 1).",
 	}, []string{"version", "database", "sandbox"}).WithLabelValues(cmp.Or(opts.Version, "dev"), string(db.Dialect()), cfg.Sandbox).Set(1)
+	actorCfg := opts.Actors
+	if actorCfg.SubscriberBufferBytes == 0 {
+		actorCfg.SubscriberBufferBytes = int64(cfg.SSESubscriberBuffer)
+	}
 	a.sessions, err = actors.NewManager(actors.Deps{
-		DB: db, Backend: a.backend, Owner: cluster.Single{Name: node}, Logger: log, Config: opts.Actors, Registerer: reg,
+		DB: db, Backend: a.backend, Owner: cluster.Single{Name: node}, Logger: log, Config: actorCfg, Registerer: reg,
 	})
 	if err != nil {
 		a.closeEarly()
@@ -153,17 +157,19 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger, opts Options) (*App
 		DB:     db,
 		Logger: log,
 		Config: aodhttp.Config{
-			MaxBodyBytes:       cfg.MaxBodyBytes,
-			BackendName:        "sprites",
-			SpriteNamePrefix:   cfg.SpriteNamePrefix,
-			DefaultTimeout:     cfg.DefaultTimeout,
-			DefaultMaxSessions: cfg.DefaultMaxConcurrentSessions,
-			SSEHeartbeat:       cfg.SSEHeartbeat,
-			SSEStale:           cfg.SSEStale,
-			DevPublish:         cfg.DevPublish,
+			MaxBodyBytes:        cfg.MaxBodyBytes,
+			BackendName:         "sprites",
+			SpriteNamePrefix:    cfg.SpriteNamePrefix,
+			DefaultTimeout:      cfg.DefaultTimeout,
+			DefaultMaxSessions:  cfg.DefaultMaxConcurrentSessions,
+			SSEHeartbeat:        cfg.SSEHeartbeat,
+			SSEStale:            cfg.SSEStale,
+			SSEWriteTimeout:     cfg.SSEWriteTimeout,
+			SSESubscribeTimeout: cfg.SSESubscribeTimeout,
+			DevPublish:          cfg.DevPublish,
 		},
 		Checks:   []aodhttp.Checker{{Name: "sandbox", Check: a.backend.Check}},
-		Sessions: a.sessions,
+		Sessions: aodhttp.ActorSessions(a.sessions),
 		Backend:  a.backend,
 		Registry: reg,
 	})

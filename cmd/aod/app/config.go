@@ -38,6 +38,10 @@ type Config struct {
 	SSEHeartbeat time.Duration // AOD_SSE_HEARTBEAT
 	SSEStale     time.Duration // AOD_SSE_STALE
 	DevPublish   bool          // AOD_DEV_PUBLISH
+
+	SSEWriteTimeout     time.Duration // AOD_SSE_WRITE_TIMEOUT
+	SSESubscriberBuffer int           // AOD_SSE_SUBSCRIBER_BUFFER (bytes)
+	SSESubscribeTimeout time.Duration // AOD_SSE_SUBSCRIBE_TIMEOUT
 }
 
 // SQLitePath is the embedded database file used without DATABASE_URL.
@@ -74,6 +78,10 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		SSEHeartbeat: p.duration("AOD_SSE_HEARTBEAT", 15*time.Second),
 		SSEStale:     p.duration("AOD_SSE_STALE", 600*time.Second),
 		DevPublish:   p.boolean("AOD_DEV_PUBLISH", false),
+
+		SSEWriteTimeout:     p.duration("AOD_SSE_WRITE_TIMEOUT", 30*time.Second),
+		SSESubscriberBuffer: p.intRange("AOD_SSE_SUBSCRIBER_BUFFER", 4<<20, 64<<10, 1<<30),
+		SSESubscribeTimeout: p.duration("AOD_SSE_SUBSCRIBE_TIMEOUT", 5*time.Second),
 	}
 	defaultSandbox := "local"
 	if c.SpritesAPIKey != "" {

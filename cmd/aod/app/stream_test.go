@@ -326,9 +326,11 @@ func TestManySubscribersOneStalled(t *testing.T) {
 		subscribers, chunks = 500, 100000
 	}
 	// A small per-subscriber buffer, so the stalled client overflows it and
-	// must catch up from the log.
+	// must catch up from the log. The write deadline is longer than the
+	// stall: this test is about lagging, not about cutting dead clients.
 	n := startNode(t, nodeOpts{dialect: migrations.SQLite, backend: backendLocal,
-		env: map[string]string{"AOD_DEV_PUBLISH": "1"}, actors: actors.Config{SubscriberBuffer: 8}})
+		env:    map[string]string{"AOD_DEV_PUBLISH": "1", "AOD_SSE_WRITE_TIMEOUT": "10m"},
+		actors: actors.Config{SubscriberBuffer: 8}})
 	id := n.session(n.agent(nil), "quiet:600", "timeout", 600)
 	waitStatus(t, n, id, "running")
 
