@@ -407,7 +407,10 @@ func (st *streamState) run(ctx context.Context) bool {
 						st.add(e)
 					}
 				}
-				st.batches = batches
+				// Encoded: the events need not stay reachable while a
+				// slow client takes the bytes.
+				clear(batches)
+				st.batches = batches[:0]
 				if len(st.buf) > 0 {
 					if st.flush() != nil {
 						return false
@@ -419,7 +422,6 @@ func (st *streamState) run(ctx context.Context) bool {
 				}
 				// Lagged: catch up from the log and subscribe again.
 				// Finished: catch up, then end or follow the next turn.
-				clear(st.batches)
 				lagged := st.sub.Lagged()
 				st.sub, st.live = nil, false
 				if _, err := st.catchUp(ctx); err != nil {

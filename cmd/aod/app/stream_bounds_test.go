@@ -1,0 +1,170 @@
+package app
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/aodhq/aod/actors"
+	"github.com/aodhq/aod/http/sse"
+	"github.com/aodhq/aod/migrations"
+)
+
+// goneSignal collects the actors' SubscriberGone signals.
+type goneSignal struct {
+	ch chan goneEvent
+}
+
+type goneEvent struct {
+	session string
+	lagged  bool
+}
+
+func newGoneSignal() *goneSignal { return &goneSignal{ch: make(chan goneEvent, 1024)} }
+
+func (g *goneSignal) hook(session string, lagged bool) {
+	select {
+	case g.ch <- goneEvent{session, lagged}:
+	default:
+	}
+}
+
+// wait returns the next signal for session within d.
+func (g *goneSignal) wait(t *testing.T, session string, d time.Duration) goneEvent {
+	t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case e := <-g.ch:
+			if e.session == session {
+				return e
+			}
+		case <-timer.C:
+			require.FailNow(t, "no SubscriberGone signal", "session %s within %s", session, d)
+		}
+	}
+}
+
+func (n *node) sseClients() string {
+	resp, err := http.Get(n.base + "/metrics")
+	require.NoError(n.t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "aod_sse_clients "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// TestNeverReadingClientIsCut (issue 9 defect 3): a client that keeps its
+// TCP connection open but never reads, while the session prints a flood of
+// output, pins a bounded amount of the server's heap (its subscription is
+// dropped as lagged once its byte budget is full) and is disconnected once
+// a write misses AOD_SSE_WRITE_TIMEOUT. Not parallel: it measures the
+// process's heap (the node runs in this process).
+func TestNeverReadingClientIsCut(t *testing.T) {
+	produced, bound := 40<<20, uint64(16<<20) // 200 MiB and 64 MiB at full scale (D22)
+	if fullScale() {
+		produced, bound = 200<<20, 64<<20
+	}
+	gone := newGoneSignal()
+	const writeTimeout = 3 * time.Second
+	n := startNode(t, nodeOpts{dialect: migrations.SQLite, backend: backendLocal,
+		env:    map[string]string{"AOD_SSE_WRITE_TIMEOUT": writeTimeout.String(), "AOD_SSE_HEARTBEAT": "500ms"},
+		actors: actors.Config{SubscriberGone: gone.hook}})
+	lines := produced / 9 // seq prints 8 digits and a newline
+	id := n.session(n.agent(nil), fmt.Sprintf("quiet:3\nflood:%d", lines), "timeout", 600)
+	waitStatus(t, n, id, "running")
+	base := liveHeap()
+
+	// A raw client with a tiny receive buffer: it reads the head and the
+	// start event, then nothing.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	conn, err := d.Dial("tcp", strings.TrimPrefix(n.base, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = fmt.Fprintf(conn, "GET /sessions/%s/stream HTTP/1.1\r\nHost: aod\r\nAuthorization: Bearer %s\r\n\r\n", id, n.key)
+	require.NoError(t, err)
+	r := bufio.NewReaderSize(conn, 4096)
+	resp, err := http.ReadResponse(r, nil)
+	require.NoError(t, err)
+	require.Equal(t, 200, resp.StatusCode)
+	f, err := sse.ReadEvent(bufio.NewReaderSize(resp.Body, 16))
+	require.NoError(t, err)
+	data, err := sse.DecodeData(f)
+	require.NoError(t, err)
+	require.Equal(t, "start", data["type"])
+	require.Equal(t, "1", n.sseClients())
+
+	// Sample the live heap while the flood runs and the client reads nothing.
+	var peak uint64
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			h := liveHeap()
+			mu.Lock()
+			peak = max(peak, h)
+			mu.Unlock()
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+
+	// The subscriber overflows its byte budget and is dropped as lagged:
+	// the actor lets go of it (its queue with it).
+	ev := gone.wait(t, id, 2*time.Minute)
+	require.True(t, ev.lagged, "the stalled subscriber is dropped as lagged, not unsubscribed")
+	waitStatus(t, n, id, "completed")
+	// The stream's blocked write misses its deadline: the connection is
+	// closed and the stream's goroutine ends (the gauge drops).
+	require.Eventually(t, func() bool { return n.sseClients() == "0" }, writeTimeout+30*time.Second, 50*time.Millisecond,
+		"the never-reading client is disconnected after its write deadline")
+	close(stop)
+	<-sampled
+	mu.Lock()
+	grown := int64(peak) - int64(base)
+	mu.Unlock()
+	t.Logf("produced %d MiB; heap baseline %.1f MiB, peak %.1f MiB (+%.1f MiB)", produced>>20,
+		float64(base)/(1<<20), float64(peak)/(1<<20), float64(grown)/(1<<20))
+	require.Less(t, grown, int64(bound), "heap above baseline while a client never reads")
+
+	// What the client can still read ends early: the server cut it.
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	got, _ := io.Copy(io.Discard, r)
+	require.Less(t, got, int64(produced), "the stream was cut, not completed")
+}
