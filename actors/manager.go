@@ -42,6 +42,10 @@ type Config struct {
 	// producers block beyond it (backpressure), like beyond WriterQueue
 	// ops. Default 4 MiB.
 	WriterQueueBytes int64
+	// RecentBytes bounds the newest events a live session's actor keeps in
+	// memory, so that most subscribers start without reading the log.
+	// Default 64 KiB.
+	RecentBytes int64
 	// SubscriberGone, when set, is called by a session's actor each time it
 	// releases a live subscriber before the work ended: lagged is true when
 	// it was dropped for falling behind, false when it was unsubscribed.
@@ -114,6 +118,9 @@ func NewManager(deps Deps) (*Manager, error) {
 	}
 	if c.SubscriberBufferBytes <= 0 {
 		c.SubscriberBufferBytes = 4 << 20
+	}
+	if c.RecentBytes <= 0 {
+		c.RecentBytes = 64 << 10
 	}
 	if c.WriterQueueBytes <= 0 {
 		c.WriterQueueBytes = 4 << 20
@@ -228,6 +235,42 @@ func (m *Manager) Subscribe(ctx context.Context, sessionID string) (sub *Subscri
 	case <-ctx.Done():
 		m.Unsubscribe(sub)
 		return nil, false, 0, ctx.Err()
+	}
+}
+
+// AttachInfo describes a session served by Attach.
+type AttachInfo struct {
+	// Provider and Runtime are the session's (the stream's start event).
+	Provider, Runtime string
+	// Covered: the subscription's queue already holds every event after
+	// the cursor, so the caller need not read the log first.
+	Covered bool
+}
+
+// Attach subscribes to the session's actor only if it is live on this node
+// and running the session's work for userID: it spawns nothing and reads
+// nothing from the database, and queues first the events after `after`
+// that the actor still holds. ok is false otherwise (the caller looks the
+// session up and uses Subscribe or the log). It waits for the actor as
+// long as ctx lives.
+func (m *Manager) Attach(ctx context.Context, sessionID string, userID, after int64) (sub *Subscription, info AttachInfo, ok bool) {
+	if _, local := m.deps.Owner.Owner(sessionID); !local {
+		return nil, info, false
+	}
+	sub = newSubscription(m.deps.Config.SubscriberBuffer, m.deps.Config.SubscriberBufferBytes)
+	sub.actorID = strings.Clone(sessionID)
+	if !m.send(sessionID, &attachCmd{sub: sub, userID: userID, after: after}, false) {
+		return nil, info, false
+	}
+	select {
+	case r := <-sub.ready:
+		if !r.live {
+			return nil, info, false
+		}
+		return sub, AttachInfo{Provider: r.provider, Runtime: r.runtime, Covered: r.covered}, true
+	case <-ctx.Done():
+		m.Unsubscribe(sub)
+		return nil, info, false
 	}
 }
 

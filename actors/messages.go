@@ -34,6 +34,14 @@ type (
 	subscribeCmd struct{ sub *Subscription }
 	// unsubscribeCmd removes one.
 	unsubscribeCmd struct{ sub *Subscription }
+	// attachCmd registers a live subscriber of userID's session only if the
+	// actor is running its work, with the events after `after` it still
+	// holds queued first.
+	attachCmd struct {
+		sub    *Subscription
+		userID int64
+		after  int64
+	}
 	// execStarted tells the actor which exec runs the current turn.
 	execStarted struct {
 		gen    uint64

@@ -42,6 +42,12 @@ type sessionActor struct {
 	lastID     int64
 	subs       map[*Subscription]struct{}
 	pendingSub []*Subscription // subscribers waiting for the first load
+	// recent holds the newest durable events (bounded in bytes): every
+	// event with an id above recentFrom, so a subscriber whose cursor is
+	// at or above recentFrom starts from memory instead of the log.
+	recent      []*persistence.Event
+	recentBytes int64
+	recentFrom  int64
 
 	workCancel context.CancelFunc // cancels provisioning or the turn
 	execID     string
@@ -84,6 +90,8 @@ func (a *sessionActor) Receive(c *actor.Context) {
 		a.subscribe(msg.sub)
 	case *unsubscribeCmd:
 		a.unsubscribe(msg.sub)
+	case *attachCmd:
+		a.attach(msg)
 	case *terminateCmd:
 		a.terminate()
 	case *execStarted:
@@ -175,6 +183,11 @@ func (a *sessionActor) loaded(msg *stateLoaded) {
 	if msg.lastID > a.lastID {
 		a.lastID = msg.lastID
 	}
+	if len(a.recent) == 0 {
+		// Nothing committed by this incarnation yet: the window starts
+		// at the log's end as loaded.
+		a.recentFrom = a.lastID
+	}
 	s, t := msg.session, msg.turn
 	a.m.log.Debug("session actor loaded", slog.String("session", a.id), slog.String("status", s.Status),
 		slog.Int("turn", t.TurnNumber), slog.String("turn_status", t.Status), slog.Bool("provisioned", s.ProvisionedAt != nil))
@@ -262,6 +275,51 @@ func (a *sessionActor) subscriberGone(lagged bool) {
 	}
 }
 
+// attach admits a subscriber for userID's session while its work runs,
+// queueing first the events after its cursor that the actor still holds.
+// Otherwise (no work, another user's session, a cursor older than the
+// window) it answers not live and the caller falls back to the log.
+func (a *sessionActor) attach(cmd *attachCmd) {
+	sub := cmd.sub
+	if a.retiring || a.terminated || a.session == nil || a.session.UserID != cmd.userID ||
+		(a.phase != phaseTurn && a.phase != phaseProvisioning) {
+		sub.ready <- subscribeResult{}
+		return
+	}
+	res := subscribeResult{live: true, lastID: a.lastID, provider: a.session.Provider, runtime: a.session.Runtime}
+	if cmd.after >= a.recentFrom {
+		var backlog []*persistence.Event
+		for _, e := range a.recent {
+			if e.ID > cmd.after {
+				backlog = append(backlog, e)
+			}
+		}
+		res.covered = len(backlog) == 0 || sub.push(backlog, batchBytes(backlog))
+	}
+	a.subs[sub] = struct{}{}
+	sub.ready <- res
+}
+
+// remember keeps a committed batch in the recent window, dropping the
+// oldest events beyond recentMax bytes.
+func (a *sessionActor) remember(events []*persistence.Event) {
+	max := a.m.deps.Config.RecentBytes
+	for _, e := range events {
+		a.recent = append(a.recent, e)
+		a.recentBytes += int64(len(e.Data)) + eventOverhead
+	}
+	drop := 0
+	for drop < len(a.recent) && a.recentBytes > max {
+		e := a.recent[drop]
+		a.recentBytes -= int64(len(e.Data)) + eventOverhead
+		a.recentFrom = e.ID
+		drop++
+	}
+	if drop > 0 {
+		a.recent = append([]*persistence.Event(nil), a.recent[drop:]...)
+	}
+}
+
 // onKick: a new session or turn was queued in the database.
 func (a *sessionActor) onKick() {
 	if a.retiring {
@@ -288,6 +346,7 @@ func (a *sessionActor) onDurable(msg *durable) {
 		if last := msg.events[n-1].ID; last > a.lastID {
 			a.lastID = last
 		}
+		a.remember(msg.events)
 		var size int64
 		if len(a.subs) > 0 {
 			size = batchBytes(msg.events)

@@ -44,6 +44,10 @@ type Subscription struct {
 type subscribeResult struct {
 	live   bool
 	lastID int64
+	// Attach only: the session's provider and runtime, and whether the
+	// queue already holds every event after the caller's cursor.
+	provider, runtime string
+	covered           bool
 }
 
 func newSubscription(maxBatches int, maxBytes int64) *Subscription {

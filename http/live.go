@@ -21,6 +21,10 @@ type Sessions interface {
 	// has no running work (serve it from the log alone). It waits for the
 	// actor only as long as ctx lives.
 	Subscribe(ctx context.Context, sessionID string) (sub Subscription, live bool, err error)
+	// Attach subscribes to userID's session only if its actor is live and
+	// running its work, without reading the database; ok false means "look
+	// the session up". See LiveSession.
+	Attach(ctx context.Context, sessionID string, userID, after int64) (sub Subscription, info LiveSession, ok bool)
 	// Unsubscribe detaches a subscriber (idempotent).
 	Unsubscribe(sub Subscription)
 	// Publish appends one stdout output event to the running turn (D19).
@@ -37,6 +41,15 @@ type Subscription interface {
 	// Lagged reports, once the feed ended, that the subscriber fell behind
 	// its budget: catch up from the log and subscribe again.
 	Lagged() bool
+}
+
+// LiveSession is what Attach learns from a live session's actor.
+type LiveSession struct {
+	// Provider names the session's provider (its runtime when unset).
+	Provider string
+	// Covered: the subscription already holds every event after the
+	// cursor; the stream need not read the log first.
+	Covered bool
 }
 
 // ActorSessions serves Sessions from this node's session actors; nil gives
@@ -61,6 +74,18 @@ func (a actorSessions) Subscribe(ctx context.Context, sessionID string) (Subscri
 		return nil, false, err
 	}
 	return sub, true, nil
+}
+
+func (a actorSessions) Attach(ctx context.Context, sessionID string, userID, after int64) (Subscription, LiveSession, bool) {
+	sub, info, ok := a.Manager.Attach(ctx, sessionID, userID, after)
+	if !ok {
+		return nil, LiveSession{}, false
+	}
+	provider := info.Provider
+	if provider == "" {
+		provider = info.Runtime
+	}
+	return sub, LiveSession{Provider: provider, Covered: info.Covered}, true
 }
 
 func (a actorSessions) Unsubscribe(sub Subscription) {

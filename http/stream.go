@@ -60,24 +60,40 @@ func parseCursor(c *fiber.Ctx) (int64, error) {
 // can pin is bounded by its subscription's budget and one replay page.
 func (s *Server) stream(c *fiber.Ctx, p *principal) error {
 	id := utils.CopyString(c.Params("id"))
-	sess, err := s.db.SessionGet(c.UserContext(), p.UserID, id)
-	if err != nil {
-		return s.sessionNotFound(err)
+	st := &streamState{srv: s, sessionID: id, prevTurn: turnUnset}
+	var provider string
+	// A session whose actor runs its work here is served without reading
+	// the database: the actor vouches for the owner and hands over the
+	// events after the cursor it still holds. Otherwise (or with a bad
+	// cursor, whose 400 must not hide a 404) the session is looked up.
+	cursor, cerr := parseCursor(c)
+	if cerr == nil && s.deps.Sessions != nil {
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.SSESubscribeTimeout)
+		sub, info, ok := s.deps.Sessions.Attach(ctx, id, p.UserID, cursor)
+		cancel()
+		if ok {
+			st.sub, st.live, st.covered, provider = sub, true, info.Covered, info.Provider
+		}
 	}
-	cursor, err := parseCursor(c)
-	if err != nil {
-		return err
+	if !st.live {
+		sess, err := s.db.SessionGet(c.UserContext(), p.UserID, id)
+		if err != nil {
+			return s.sessionNotFound(err)
+		}
+		if cerr != nil {
+			return cerr
+		}
+		provider = sess.Provider
+		if provider == "" {
+			provider = sess.Runtime
+		}
+		// Attach to the actor's fan-out before the headers go out, so
+		// nothing made durable after the 200 can be missed.
+		if sess.Active() {
+			st.subscribe()
+		}
 	}
-	provider := sess.Provider
-	if provider == "" {
-		provider = sess.Runtime
-	}
-	st := &streamState{srv: s, sessionID: id, lastID: cursor, prevTurn: turnUnset}
-	// Attach to the actor's fan-out before the headers go out, so nothing
-	// made durable after the 200 can be missed.
-	if sess.Active() {
-		st.subscribe()
-	}
+	st.lastID = cursor
 	c.Set(fiber.HeaderContentType, "text/event-stream")
 	c.Set(fiber.HeaderCacheControl, "no-cache")
 	c.Set("X-Accel-Buffering", "no")
@@ -239,6 +255,7 @@ type streamState struct {
 	sub       Subscription
 	batches   [][]*persistence.Event // reused by Take
 	live      bool
+	covered   bool // the subscription holds everything after lastID: skip the first replay
 	lastRow   time.Time
 }
 
@@ -379,7 +396,9 @@ func (st *streamState) run(ctx context.Context) bool {
 	defer poll.Stop()
 	for {
 		// Replay up to the live edge, then check for the end.
-		if _, err := st.catchUp(ctx); err != nil {
+		if st.covered {
+			st.covered = false
+		} else if _, err := st.catchUp(ctx); err != nil {
 			return false
 		}
 		if !st.live {
