@@ -133,7 +133,7 @@ func (s *Server) stream(c *fiber.Ctx, p *principal) error {
 		}()
 		// The head is rendered now: fasthttp has applied its connection
 		// rules (Connection: close) to the response header by this point.
-		st.w = &chunkedConn{conn: raw, timeout: s.cfg.SSEWriteTimeout,
+		st.w = &chunkedConn{conn: raw, timeout: s.cfg.SSEWriteTimeout, done: s.done,
 			head: append([]byte(nil), fc.Response.Header.Header()...)}
 		keepConn := !fc.Response.Header.ConnectionClose()
 		start := sse.Event{Type: sse.TypeStart, Provider: provider, SessionID: id}

@@ -1,6 +1,7 @@
 package http
 
 import (
+	"errors"
 	"net"
 	"strconv"
 	"time"
@@ -12,6 +13,8 @@ const writePiece = 256 << 10
 
 var crlf = []byte("\r\n")
 
+var errShuttingDown = errors.New("http: server shutting down")
+
 // chunkedConn writes an HTTP/1.1 response on a hijacked connection: the
 // response head with the first chunk, then one chunk per flush, every write
 // under a deadline. A client that stops reading makes a write miss its
@@ -19,6 +22,7 @@ var crlf = []byte("\r\n")
 type chunkedConn struct {
 	conn    net.Conn
 	timeout time.Duration
+	done    <-chan struct{} // closed on server shutdown: no more writes
 	head    []byte // the response head, sent with the first chunk
 	hdr     [24]byte
 	vec     [4][]byte
@@ -67,6 +71,11 @@ func (w *chunkedConn) end() error {
 }
 
 func (w *chunkedConn) writev(v [][]byte) error {
+	select {
+	case <-w.done:
+		return errShuttingDown
+	default:
+	}
 	if err := w.conn.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
 		return err
 	}
