@@ -23,7 +23,7 @@ type chunkedConn struct {
 	conn    net.Conn
 	timeout time.Duration
 	done    <-chan struct{} // closed on server shutdown: no more writes
-	head    []byte // the response head, sent with the first chunk
+	head    []byte          // the response head, sent with the first chunk
 	hdr     [24]byte
 	vec     [4][]byte
 }
