@@ -223,3 +223,44 @@ func TestLiveStreamAttachChecksOwner(t *testing.T) {
 	require.Equal(t, want, got)
 	n.mustCreate("/sessions/"+id+"/terminate", nil, 200)
 }
+
+// Streams are written on the hijacked connection; one that ends cleanly
+// hands the connection back for keep-alive, as fasthttp's stream writer
+// did: a client may send its next request on it, even pipelined behind the
+// stream request.
+func TestStreamConnectionKeepsAlive(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, nodeOpts{dialect: migrations.SQLite, backend: backendLocal})
+	id := n.session(n.agent(nil), "stdout:hello")
+	n.waitDone(id, time.Minute)
+	for _, pipelined := range []bool{false, true} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(n.base, "http://"))
+		require.NoError(t, err)
+		_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+		streamReq := fmt.Sprintf("GET /sessions/%s/stream HTTP/1.1\r\nHost: aod\r\nAuthorization: Bearer %s\r\n\r\n", id, n.key)
+		getReq := fmt.Sprintf("GET /sessions/%s HTTP/1.1\r\nHost: aod\r\nAuthorization: Bearer %s\r\n\r\n", id, n.key)
+		if pipelined {
+			streamReq += getReq
+		}
+		_, err = io.WriteString(conn, streamReq)
+		require.NoError(t, err)
+		r := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(r, nil)
+		require.NoError(t, err)
+		require.Equal(t, 200, resp.StatusCode)
+		require.Empty(t, resp.Header.Get("Connection"))
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err, "a complete chunked body")
+		require.Contains(t, string(body), `"type": "exit"`)
+		if !pipelined {
+			_, err = io.WriteString(conn, getReq)
+			require.NoError(t, err)
+		}
+		resp, err = http.ReadResponse(r, nil)
+		require.NoError(t, err, "pipelined=%v: the next request is served on the same connection", pipelined)
+		b, _ := io.ReadAll(resp.Body)
+		require.Equal(t, 200, resp.StatusCode, string(b))
+		require.Contains(t, string(b), id)
+		conn.Close()
+	}
+}
