@@ -23,6 +23,9 @@ type (
 		gen    uint64
 		events []*persistence.Event
 		notes  []any
+		// held is what the batch holds of the writer's byte budget; the
+		// actor releases it once the batch is fanned out.
+		held int64
 	}
 	// kick asks an idle actor to look for new work (a new session or a new
 	// turn).

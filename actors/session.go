@@ -84,6 +84,7 @@ func (a *sessionActor) Receive(c *actor.Context) {
 		a.onKick()
 	case *durable:
 		if !a.stale(msg.gen) {
+			a.writer.bytes.release(msg.held)
 			a.onDurable(msg)
 		}
 	case *subscribeCmd:
@@ -117,7 +118,7 @@ func (a *sessionActor) started(c *actor.Context) {
 	a.writer = newLogWriter(a.m.deps.DB, a.m.log.With(slog.String("session", a.id)),
 		a.m.deps.Config.WriterQueue, a.m.deps.Config.BatchMax,
 		func(events []*persistence.Event, notes []any) {
-			engine.Send(pid, &durable{gen: gen, events: events, notes: notes})
+			engine.Send(pid, &durable{gen: gen, events: events, notes: notes, held: batchBytes(events)})
 		})
 	a.writer.metrics = a.m.metrics
 	a.writer.bytes = newByteGate(a.m.deps.Config.WriterQueueBytes)

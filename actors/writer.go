@@ -20,7 +20,8 @@ type logOp struct {
 	note any
 	// done, when set, receives the commit result.
 	done chan error
-	// size is what the op holds of the writer's byte budget.
+	// size is what the op holds of the writer's byte budget:
+	// batchBytes(events).
 	size int64
 }
 
@@ -171,8 +172,11 @@ func (w *logWriter) collect(first *logOp) []*logOp {
 
 // commit appends one batch, retrying with backoff while ctx lives: a
 // database hiccup delays output, it does not lose it.
+//
+// A committed batch's bytes stay held in the writer's budget until the
+// session actor has fanned it out (it releases batchBytes(events), which is
+// what the ops acquired): batches in flight to a busy actor count too.
 func (w *logWriter) commit(ctx context.Context, batch []*logOp) {
-	defer w.releaseOps(batch...)
 	var events []*persistence.Event
 	var updates []persistence.Update
 	var notes []any
@@ -221,6 +225,7 @@ func (w *logWriter) commit(ctx context.Context, batch []*logOp) {
 	if err != nil {
 		w.log.Error("session log append abandoned", slog.String("error", err.Error()), slog.Int("events", len(events)))
 		// The notes still reach the actor, so it can finish and retire.
+		w.releaseOps(batch...)
 		w.onDurable(nil, notes)
 		return
 	}
