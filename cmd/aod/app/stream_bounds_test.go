@@ -165,7 +165,8 @@ func TestNeverReadingClientIsCut(t *testing.T) {
 	// way the actor lets go of it.
 	ev := gone.wait(t, id, 2*time.Minute)
 	t.Logf("actor released the subscriber (lagged=%v)", ev.lagged)
-	waitStatus(t, n, id, "completed")
+	require.Eventually(t, func() bool { return n.do("GET", "/sessions/"+id, nil).obj(t)["status"] == "completed" },
+		10*time.Minute, 100*time.Millisecond, "the flood completes (the client never slows the session)")
 	// The stream's blocked write misses its deadline: the connection is
 	// closed and the stream's goroutine ends (the gauge drops).
 	require.Eventually(t, func() bool { return n.sseClients() == "0" }, writeTimeout+30*time.Second, 50*time.Millisecond,
