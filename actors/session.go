@@ -302,15 +302,15 @@ func (a *sessionActor) attach(cmd *attachCmd) {
 }
 
 // remember keeps a committed batch in the recent window, dropping the
-// oldest events beyond recentMax bytes.
+// oldest events beyond Config.RecentBytes.
 func (a *sessionActor) remember(events []*persistence.Event) {
-	max := a.m.deps.Config.RecentBytes
+	limit := a.m.deps.Config.RecentBytes
 	for _, e := range events {
 		a.recent = append(a.recent, e)
 		a.recentBytes += int64(len(e.Data)) + eventOverhead
 	}
 	drop := 0
-	for drop < len(a.recent) && a.recentBytes > max {
+	for drop < len(a.recent) && a.recentBytes > limit {
 		e := a.recent[drop]
 		a.recentBytes -= int64(len(e.Data)) + eventOverhead
 		a.recentFrom = e.ID
