@@ -102,3 +102,41 @@ func TestByteGate(t *testing.T) {
 	g = newByteGate(10)
 	require.NoError(t, g.acquire(ctx, nil, 1000))
 }
+
+// The actor's recent window holds every event above recentFrom within its
+// byte bound; Attach serves a cursor inside it from memory (covered) and
+// leaves an older cursor, another user or an idle actor to the log.
+func TestRecentWindowAttach(t *testing.T) {
+	a := &sessionActor{m: &Manager{deps: Deps{Config: Config{RecentBytes: 3 * (10 + eventOverhead)}}},
+		subs: map[*Subscription]struct{}{}, phase: phaseTurn,
+		session: &persistence.Session{UserID: 7, Provider: "anthropic", Runtime: "claude"}}
+	var evs []*persistence.Event
+	for i := 1; i <= 5; i++ {
+		evs = append(evs, &persistence.Event{ID: int64(i), Data: strings.Repeat("x", 10)})
+	}
+	a.remember(evs[:2])
+	a.remember(evs[2:])
+	require.EqualValues(t, 2, a.recentFrom, "events 1 and 2 fell out of the window")
+	require.Len(t, a.recent, 3)
+
+	attach := func(user, after int64) (*Subscription, subscribeResult) {
+		sub := newSubscription(10, 1<<20)
+		a.attach(&attachCmd{sub: sub, userID: user, after: after})
+		return sub, <-sub.ready
+	}
+	sub, r := attach(7, 3)
+	require.True(t, r.live)
+	require.True(t, r.covered)
+	require.Equal(t, "anthropic", r.provider)
+	got, _ := sub.Take(nil)
+	require.Equal(t, [][]*persistence.Event{{evs[3], evs[4]}}, got, "the events after the cursor, from memory")
+
+	_, r = attach(7, 1)
+	require.True(t, r.live)
+	require.False(t, r.covered, "a cursor older than the window reads the log")
+	_, r = attach(8, 3)
+	require.False(t, r.live, "another user's session is not attached")
+	a.phase = phaseIdle
+	_, r = attach(7, 3)
+	require.False(t, r.live, "no running work: served from the log")
+}
