@@ -331,7 +331,7 @@ func TestManySubscribersOneStalled(t *testing.T) {
 	n := startNode(t, nodeOpts{dialect: migrations.SQLite, backend: backendLocal,
 		env:    map[string]string{"AOD_DEV_PUBLISH": "1", "AOD_SSE_WRITE_TIMEOUT": "10m"},
 		actors: actors.Config{SubscriberBuffer: 8}})
-	id := n.session(n.agent(nil), "quiet:600", "timeout", 600)
+	id := n.session(n.agent(nil), "quiet:3600", "timeout", 3600) // outlives a slow -race run
 	waitStatus(t, n, id, "running")
 
 	type result struct {
