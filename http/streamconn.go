@@ -20,12 +20,13 @@ var errShuttingDown = errors.New("http: server shutting down")
 // under a deadline. A client that stops reading makes a write miss its
 // deadline; the stream then ends and its subscription is released.
 type chunkedConn struct {
-	conn    net.Conn
-	timeout time.Duration
-	done    <-chan struct{} // closed on server shutdown: no more writes
-	head    []byte          // the response head, sent with the first chunk
-	hdr     [24]byte
-	vec     [4][]byte
+	conn     net.Conn
+	timeout  time.Duration
+	done     <-chan struct{} // closed on server shutdown: no more writes
+	head     []byte          // the response head, sent with the first chunk
+	deadline time.Time       // the write deadline last set
+	hdr      [24]byte
+	vec      [4][]byte
 }
 
 // rawConn unwraps fasthttp's hijacked connection: writes (and their
@@ -76,8 +77,14 @@ func (w *chunkedConn) writev(v [][]byte) error {
 		return errShuttingDown
 	default:
 	}
-	if err := w.conn.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
-		return err
+	// Refresh the deadline only when it is over a second old: every write
+	// still gets between timeout-1s and timeout, without a timer update
+	// per write.
+	if now := time.Now(); w.deadline.Sub(now) < w.timeout-time.Second || w.timeout <= time.Second {
+		w.deadline = now.Add(w.timeout)
+		if err := w.conn.SetWriteDeadline(w.deadline); err != nil {
+			return err
+		}
 	}
 	b := net.Buffers(v)
 	_, err := b.WriteTo(w.conn)
