@@ -2,7 +2,7 @@
 // this node. The actor, "session/<id>", owns the session's sandbox handle,
 // turn state, running exec and the fan-out of durable events to live SSE
 // subscribers. HTTP handlers talk to it only through the Manager (Kick,
-// Terminate, Subscribe, Publish).
+// Terminate, Attach, Subscribe, Publish).
 //
 // # Shape
 //

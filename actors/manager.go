@@ -30,9 +30,27 @@ type Config struct {
 	WriterQueue int
 	// BatchMax caps the events committed per transaction. Default 256.
 	BatchMax int
-	// SubscriberBuffer is each live subscriber's buffer in batches.
+	// SubscriberBuffer caps each live subscriber's queue in batches.
 	// Default 256.
 	SubscriberBuffer int
+	// SubscriberBufferBytes caps each live subscriber's queue in bytes
+	// (event data plus a fixed overhead per event): a subscriber that falls
+	// further behind is dropped as lagged and catches up from the log, so a
+	// client that stops reading pins at most this much. Default 4 MiB.
+	SubscriberBufferBytes int64
+	// WriterQueueBytes caps the event bytes queued for the log writer:
+	// producers block beyond it (backpressure), like beyond WriterQueue
+	// ops. Default 4 MiB.
+	WriterQueueBytes int64
+	// RecentBytes bounds the newest events a live session's actor keeps in
+	// memory, so that most subscribers start without reading the log.
+	// Default 64 KiB.
+	RecentBytes int64
+	// SubscriberGone, when set, is called by a session's actor each time it
+	// releases a live subscriber before the work ended: lagged is true when
+	// it was dropped for falling behind, false when it was unsubscribed.
+	// It runs on the actor's goroutine and must not block (a test signal).
+	SubscriberGone func(sessionID string, lagged bool)
 	// KillGrace is how long a killed turn's exec may take to report its
 	// exit before the turn is finalised anyway. Default 5s.
 	KillGrace time.Duration
@@ -122,6 +140,15 @@ func NewManager(deps Deps) (*Manager, error) {
 	}
 	if c.SubscriberBuffer <= 0 {
 		c.SubscriberBuffer = 256
+	}
+	if c.SubscriberBufferBytes <= 0 {
+		c.SubscriberBufferBytes = 4 << 20
+	}
+	if c.RecentBytes <= 0 {
+		c.RecentBytes = 64 << 10
+	}
+	if c.WriterQueueBytes <= 0 {
+		c.WriterQueueBytes = 4 << 20
 	}
 	if c.KillGrace <= 0 {
 		c.KillGrace = 5 * time.Second
@@ -213,12 +240,14 @@ func (m *Manager) destroyLater(ctx context.Context, backend, handle string) erro
 // Subscribe attaches a live subscriber to the session's actor. live is false
 // when the session has no running work (serve it from the log alone).
 // lastID is the newest durable event id when the subscriber was attached:
-// everything after it arrives on sub.C.
+// everything after it arrives through sub.Take. Subscribe waits for the
+// actor's answer only as long as ctx lives (a session actor still loading
+// answers once it has read its state): give ctx a short deadline.
 func (m *Manager) Subscribe(ctx context.Context, sessionID string) (sub *Subscription, live bool, lastID int64, err error) {
 	if _, local := m.deps.Owner.Owner(sessionID); !local {
 		return nil, false, 0, ErrNotOwner
 	}
-	sub = newSubscription(m.deps.Config.SubscriberBuffer)
+	sub = newSubscription(m.deps.Config.SubscriberBuffer, m.deps.Config.SubscriberBufferBytes)
 	sub.actorID = strings.Clone(sessionID)
 	if !m.send(sessionID, &subscribeCmd{sub: sub}, true) {
 		return nil, false, 0, nil
@@ -232,6 +261,42 @@ func (m *Manager) Subscribe(ctx context.Context, sessionID string) (sub *Subscri
 	case <-ctx.Done():
 		m.Unsubscribe(sub)
 		return nil, false, 0, ctx.Err()
+	}
+}
+
+// AttachInfo describes a session served by Attach.
+type AttachInfo struct {
+	// Provider and Runtime are the session's (the stream's start event).
+	Provider, Runtime string
+	// Covered: the subscription's queue already holds every event after
+	// the cursor, so the caller need not read the log first.
+	Covered bool
+}
+
+// Attach subscribes to the session's actor only if it is live on this node
+// and running the session's work for userID: it spawns nothing and reads
+// nothing from the database, and queues first the events after `after`
+// that the actor still holds. ok is false otherwise (the caller looks the
+// session up and uses Subscribe or the log). It waits for the actor as
+// long as ctx lives.
+func (m *Manager) Attach(ctx context.Context, sessionID string, userID, after int64) (sub *Subscription, info AttachInfo, ok bool) {
+	if _, local := m.deps.Owner.Owner(sessionID); !local {
+		return nil, info, false
+	}
+	sub = newSubscription(m.deps.Config.SubscriberBuffer, m.deps.Config.SubscriberBufferBytes)
+	sub.actorID = strings.Clone(sessionID)
+	if !m.send(sessionID, &attachCmd{sub: sub, userID: userID, after: after}, false) {
+		return nil, info, false
+	}
+	select {
+	case r := <-sub.ready:
+		if !r.live {
+			return nil, info, false
+		}
+		return sub, AttachInfo{Provider: r.provider, Runtime: r.runtime, Covered: r.covered}, true
+	case <-ctx.Done():
+		m.Unsubscribe(sub)
+		return nil, info, false
 	}
 }
 

@@ -23,6 +23,9 @@ type (
 		gen    uint64
 		events []*persistence.Event
 		notes  []any
+		// held is what the batch holds of the writer's byte budget; the
+		// actor releases it once the batch is fanned out.
+		held int64
 	}
 	// kick asks an idle actor to look for new work (a new session or a new
 	// turn).
@@ -34,6 +37,14 @@ type (
 	subscribeCmd struct{ sub *Subscription }
 	// unsubscribeCmd removes one.
 	unsubscribeCmd struct{ sub *Subscription }
+	// attachCmd registers a live subscriber of userID's session only if the
+	// actor is running its work, with the events after `after` it still
+	// holds queued first.
+	attachCmd struct {
+		sub    *Subscription
+		userID int64
+		after  int64
+	}
 	// execStarted tells the actor which exec runs the current turn.
 	execStarted struct {
 		gen    uint64

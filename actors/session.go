@@ -42,6 +42,12 @@ type sessionActor struct {
 	lastID     int64
 	subs       map[*Subscription]struct{}
 	pendingSub []*Subscription // subscribers waiting for the first load
+	// recent holds the newest durable events (bounded in bytes): every
+	// event with an id above recentFrom, so a subscriber whose cursor is
+	// at or above recentFrom starts from memory instead of the log.
+	recent      []*persistence.Event
+	recentBytes int64
+	recentFrom  int64
 
 	workCancel context.CancelFunc // cancels provisioning or the turn
 	run        *turnRun           // the running turn (publishes go through it)
@@ -83,12 +89,15 @@ func (a *sessionActor) Receive(c *actor.Context) {
 		a.onKick()
 	case *durable:
 		if !a.stale(msg.gen) {
+			a.writer.bytes.release(msg.held)
 			a.onDurable(msg)
 		}
 	case *subscribeCmd:
 		a.subscribe(msg.sub)
 	case *unsubscribeCmd:
 		a.unsubscribe(msg.sub)
+	case *attachCmd:
+		a.attach(msg)
 	case *terminateCmd:
 		a.terminate()
 	case *execStarted:
@@ -118,7 +127,7 @@ func (a *sessionActor) started(c *actor.Context) {
 	a.writer = newLogWriter(a.m.deps.DB, a.m.log.With(slog.String("session", a.id)),
 		a.m.deps.Config.WriterQueue, a.m.deps.Config.BatchMax,
 		func(events []*persistence.Event, notes []any) {
-			engine.Send(pid, &durable{gen: gen, events: events, notes: notes})
+			engine.Send(pid, &durable{gen: gen, events: events, notes: notes, held: batchBytes(events)})
 		})
 	a.writer.metrics = a.m.metrics
 	a.writer.signals = &a.m.TestSignals
@@ -130,6 +139,7 @@ func (a *sessionActor) started(c *actor.Context) {
 		cancel()
 		engine.Send(pid, &writerAbandoned{gen: gen, err: err})
 	}
+	a.writer.bytes = newByteGate(a.m.deps.Config.WriterQueueBytes)
 	a.m.work.Add(1)
 	a.writerRunning = true
 	go func() {
@@ -226,6 +236,11 @@ func (a *sessionActor) loaded(msg *stateLoaded) {
 	if msg.lastID > a.lastID {
 		a.lastID = msg.lastID
 	}
+	if len(a.recent) == 0 {
+		// Nothing committed by this incarnation yet: the window starts
+		// at the log's end as loaded.
+		a.recentFrom = a.lastID
+	}
 	s, t := msg.session, msg.turn
 	a.m.log.Debug("session actor loaded", slog.String("session", a.id), slog.String("status", s.Status),
 		slog.Int("turn", t.TurnNumber), slog.String("turn_status", t.Status), slog.Bool("provisioned", s.ProvisionedAt != nil))
@@ -292,15 +307,72 @@ func (a *sessionActor) subscribe(sub *Subscription) {
 func (a *sessionActor) unsubscribe(sub *Subscription) {
 	if _, ok := a.subs[sub]; ok {
 		delete(a.subs, sub)
-		close(sub.C)
-		a.m.TestSignals.SubscriberGone.Signal(a.id)
+		sub.end(false)
+		a.subscriberGone(false)
 	}
 	for i, p := range a.pendingSub {
 		if p == sub {
 			a.pendingSub = append(a.pendingSub[:i], a.pendingSub[i+1:]...)
 			sub.ready <- subscribeResult{}
+			a.subscriberGone(false)
 			break
 		}
+	}
+}
+
+// subscriberGone reports a subscriber this actor released before its work
+// ended: unsubscribed by its client, or dropped as lagged.
+func (a *sessionActor) subscriberGone(lagged bool) {
+	if !lagged {
+		a.m.TestSignals.SubscriberGone.Signal(a.id)
+	}
+	if hook := a.m.deps.Config.SubscriberGone; hook != nil {
+		hook(a.id, lagged)
+	}
+}
+
+// attach admits a subscriber for userID's session while its work runs,
+// queueing first the events after its cursor that the actor still holds.
+// Otherwise (no work, another user's session, a cursor older than the
+// window) it answers not live and the caller falls back to the log.
+func (a *sessionActor) attach(cmd *attachCmd) {
+	sub := cmd.sub
+	if a.retiring || a.terminated || a.session == nil || a.session.UserID != cmd.userID ||
+		(a.phase != phaseTurn && a.phase != phaseProvisioning) {
+		sub.ready <- subscribeResult{}
+		return
+	}
+	res := subscribeResult{live: true, lastID: a.lastID, provider: a.session.Provider, runtime: a.session.Runtime}
+	if cmd.after >= a.recentFrom {
+		var backlog []*persistence.Event
+		for _, e := range a.recent {
+			if e.ID > cmd.after {
+				backlog = append(backlog, e)
+			}
+		}
+		res.covered = len(backlog) == 0 || sub.push(backlog, batchBytes(backlog))
+	}
+	a.subs[sub] = struct{}{}
+	sub.ready <- res
+}
+
+// remember keeps a committed batch in the recent window, dropping the
+// oldest events beyond Config.RecentBytes.
+func (a *sessionActor) remember(events []*persistence.Event) {
+	limit := a.m.deps.Config.RecentBytes
+	for _, e := range events {
+		a.recent = append(a.recent, e)
+		a.recentBytes += int64(len(e.Data)) + eventOverhead
+	}
+	drop := 0
+	for drop < len(a.recent) && a.recentBytes > limit {
+		e := a.recent[drop]
+		a.recentBytes -= int64(len(e.Data)) + eventOverhead
+		a.recentFrom = e.ID
+		drop++
+	}
+	if drop > 0 {
+		a.recent = append([]*persistence.Event(nil), a.recent[drop:]...)
 	}
 }
 
@@ -323,21 +395,25 @@ func (a *sessionActor) onKick() {
 }
 
 // onDurable fans committed events out to live subscribers without
-// blocking: a subscriber whose buffer is full is dropped as lagged.
+// blocking: a subscriber whose queue would exceed its budget (batches or
+// bytes) is dropped as lagged and catches up from the log.
 func (a *sessionActor) onDurable(msg *durable) {
 	if n := len(msg.events); n > 0 {
 		if last := msg.events[n-1].ID; last > a.lastID {
 			a.lastID = last
 		}
+		a.remember(msg.events)
+		var size int64
+		if len(a.subs) > 0 {
+			size = batchBytes(msg.events)
+		}
 		for sub := range a.subs {
-			select {
-			case sub.C <- msg.events:
-			default:
-				sub.lagged.Store(true)
+			if !sub.push(msg.events, size) {
 				delete(a.subs, sub)
-				close(sub.C)
+				sub.end(true)
 				a.m.lagged.Add(1)
 				a.m.metrics.lagged.Inc()
+				a.subscriberGone(true)
 			}
 		}
 	}
@@ -378,10 +454,7 @@ func (a *sessionActor) finishWork() {
 
 func (a *sessionActor) closeSubs(lagged bool) {
 	for sub := range a.subs {
-		if lagged {
-			sub.lagged.Store(true)
-		}
-		close(sub.C)
+		sub.end(lagged)
 		delete(a.subs, sub)
 	}
 	for _, sub := range a.pendingSub {

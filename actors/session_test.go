@@ -106,15 +106,20 @@ func (b *actorBundle) subscribe(t *testing.T, id string) *Subscription {
 func waitOutput(t *testing.T, sub *Subscription, want string) {
 	t.Helper()
 	timeout := time.After(10 * time.Second)
+	var buf [][]*persistence.Event
 	for {
 		select {
-		case batch, ok := <-sub.C:
-			require.True(t, ok, "subscription closed before %q", want)
-			for _, e := range batch {
-				if e.Data == want {
-					return
+		case <-sub.C():
+			var open bool
+			buf, open = sub.Take(buf)
+			for _, batch := range buf {
+				for _, e := range batch {
+					if e.Data == want {
+						return
+					}
 				}
 			}
+			require.True(t, open, "subscription closed before %q", want)
 		case <-timeout:
 			t.Fatalf("no output %q", want)
 		}
@@ -440,7 +445,10 @@ func TestUnsubscribeReachesTheActor(t *testing.T) {
 	waitOutput(t, sub, "one\n")
 	b.m.Unsubscribe(sub)
 	require.Equal(t, id, b.m.TestSignals.SubscriberGone.WaitOrTimeout())
-	for range sub.C { // closed by the actor; drain what was buffered
+	// Ended by the actor: Take drains what was queued, then reports the end.
+	for open := true; open; {
+		<-sub.C()
+		_, open = sub.Take(nil)
 	}
 	require.False(t, sub.Lagged(), "an unsubscribed subscriber is not lagged")
 	b.m.Unsubscribe(sub) // idempotent

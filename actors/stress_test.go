@@ -59,7 +59,7 @@ func TestManagerChurnStress(t *testing.T) {
 					errs <- fmt.Errorf("subscribe: %w", err)
 				case live:
 					select {
-					case <-sub.C:
+					case <-sub.C():
 					case <-ctx.Done():
 					}
 					b.m.Unsubscribe(sub)

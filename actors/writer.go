@@ -21,6 +21,9 @@ type logOp struct {
 	note any
 	// done, when set, receives the commit result.
 	done chan error
+	// size is what the op holds of the writer's byte budget:
+	// batchBytes(events).
+	size int64
 }
 
 // Commit retry defaults: backoff 0.1 s tripling, capped at 5 s, within a
@@ -64,6 +67,9 @@ type logWriter struct {
 	stopped   chan struct{}
 	metrics   *metrics
 	signals   *TestSignals
+	// bytes, when set, bounds the event bytes queued (backpressure in
+	// bytes as well as in ops).
+	bytes *byteGate
 }
 
 func newLogWriter(db Store, log *slog.Logger, queue, batchMax int, onDurable func([]*persistence.Event, []any)) *logWriter {
@@ -73,21 +79,43 @@ func newLogWriter(db Store, log *slog.Logger, queue, batchMax int, onDurable fun
 	}
 }
 
-// submit queues op, blocking while the queue is full (backpressure).
+// submit queues op, blocking while the queue is full, in ops or in bytes
+// (backpressure).
 func (w *logWriter) submit(ctx context.Context, op *logOp) error {
 	select {
 	case <-w.stopped:
 		return errWriterStopped
 	default:
 	}
+	if w.bytes != nil {
+		op.size = batchBytes(op.events)
+		if err := w.bytes.acquire(ctx, w.stopped, op.size); err != nil {
+			return err
+		}
+	}
 	select {
 	case w.ch <- op:
 		return nil
 	case <-ctx.Done():
+		w.releaseOps(op)
 		return ctx.Err()
 	case <-w.stopped:
+		w.releaseOps(op)
 		return errWriterStopped
 	}
+}
+
+// releaseOps returns the ops' share of the byte budget.
+func (w *logWriter) releaseOps(ops ...*logOp) {
+	if w.bytes == nil {
+		return
+	}
+	var n int64
+	for _, op := range ops {
+		n += op.size
+		op.size = 0
+	}
+	w.bytes.release(n)
 }
 
 // submitWait queues op and waits until it is durable.
@@ -171,6 +199,7 @@ func (w *logWriter) abandon(err error) {
 	for {
 		select {
 		case op := <-w.ch:
+			w.releaseOps(op)
 			if op.done != nil {
 				op.done <- errWriterStopped
 			}
@@ -201,6 +230,10 @@ func (w *logWriter) collect(first *logOp) []*logOp {
 // it. It returns the error that ended the retries (ctx ended, a permanent
 // error such as a deleted session, or the budget ran out); then nothing of
 // the batch is durable.
+//
+// A committed batch's bytes stay held in the writer's budget until the
+// session actor has fanned it out (it releases batchBytes(events), which is
+// what the ops acquired): batches in flight to a busy actor count too.
 func (w *logWriter) commit(ctx context.Context, batch []*logOp) error {
 	var events []*persistence.Event
 	var updates []persistence.Update
@@ -254,6 +287,7 @@ func (w *logWriter) commit(ctx context.Context, batch []*logOp) error {
 		}
 	}
 	if err != nil {
+		w.releaseOps(batch...)
 		return fmt.Errorf("commit %d events: %w", len(events), err)
 	}
 	if w.metrics != nil && len(events) > 0 {

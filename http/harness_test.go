@@ -52,6 +52,9 @@ type testEnv struct {
 type envOpts struct {
 	maxBody int
 	checks  []aodhttp.Checker
+	// sessions and config, when set, replace the defaults (stream tests).
+	sessions aodhttp.Sessions
+	config   *aodhttp.Config
 }
 
 func newEnv(t *testing.T, db *persistence.DB, opts ...envOpts) *testEnv {
@@ -61,11 +64,16 @@ func newEnv(t *testing.T, db *persistence.DB, opts ...envOpts) *testEnv {
 		o = opts[0]
 	}
 	logs := &syncBuffer{}
+	cfg := aodhttp.Config{MaxBodyBytes: o.maxBody}
+	if o.config != nil {
+		cfg = *o.config
+	}
 	srv := aodhttp.New(aodhttp.Deps{
-		DB:     db,
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Config: aodhttp.Config{MaxBodyBytes: o.maxBody},
-		Checks: o.checks,
+		DB:       db,
+		Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Config:   cfg,
+		Checks:   o.checks,
+		Sessions: o.sessions,
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

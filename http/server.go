@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -16,7 +17,6 @@ import (
 	"github.com/gofiber/fiber/v2/utils"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/aodhq/aod/actors"
 	"github.com/aodhq/aod/persistence"
 	"github.com/aodhq/aod/sprites"
 )
@@ -46,6 +46,13 @@ type Config struct {
 	SSEStale     time.Duration
 	// SSEPoll is how often a stream without a live actor re-reads the log.
 	SSEPoll time.Duration
+	// SSEWriteTimeout bounds every write of a stream: a client that does
+	// not take the bytes in time is disconnected. Default 30s.
+	SSEWriteTimeout time.Duration
+	// SSESubscribeTimeout bounds the wait for the session actor's answer
+	// before a stream's 200; past it the stream is served from the log.
+	// Default 5s.
+	SSESubscribeTimeout time.Duration
 	// DevPublish enables POST /dev/sessions/{id}/output (D19).
 	DevPublish bool
 	// DBTimeout bounds the database work of one request (AOD_DB_TIMEOUT);
@@ -62,7 +69,7 @@ type Deps struct {
 	Checks []Checker
 	// Sessions runs session actors; Backend is the sandbox backend. Either
 	// may be nil: session creation then answers 503.
-	Sessions *actors.Manager
+	Sessions Sessions
 	Backend  sprites.Backend
 	// Registry receives the HTTP metrics and is served at GET /metrics;
 	// nil means a private registry.
@@ -81,6 +88,12 @@ type Server struct {
 	// ctx bounds work that outlives a handler (streams); Shutdown cancels it.
 	ctx    context.Context
 	cancel context.CancelFunc
+	// streams counts the stream goroutines on hijacked connections (which
+	// the Fiber server no longer tracks); streamConns lets Shutdown cut
+	// their pending writes.
+	streams     sync.WaitGroup
+	streamMu    sync.Mutex
+	streamConns map[net.Conn]struct{}
 }
 
 // handlerFunc is an authenticated handler.
@@ -116,11 +129,17 @@ func New(deps Deps) *Server {
 	if c.DBTimeout <= 0 {
 		c.DBTimeout = 5 * time.Second
 	}
+	if c.SSEWriteTimeout <= 0 {
+		c.SSEWriteTimeout = 30 * time.Second
+	}
+	if c.SSESubscribeTimeout <= 0 {
+		c.SSESubscribeTimeout = 5 * time.Second
+	}
 	if deps.Registry == nil {
 		deps.Registry = prometheus.NewRegistry()
 	}
 	s := &Server{db: deps.DB, log: deps.Logger, cfg: deps.Config, deps: deps, done: make(chan struct{}),
-		metrics: newMetrics(deps.Registry)}
+		metrics: newMetrics(deps.Registry), streamConns: map[net.Conn]struct{}{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.app = fiber.New(fiber.Config{
 		AppName:               "aod",
@@ -133,6 +152,9 @@ func New(deps Deps) *Server {
 		// WriteTimeout stays 0: it would cut SSE streams (go-deps §3).
 		ErrorHandler: s.errorHandler,
 	})
+	// Streams write on hijacked connections and hand them back for
+	// keep-alive (stream.go); the server must not close them itself.
+	s.app.Server().KeepHijackedConns = true
 	s.app.Use(requestid.New(requestid.Config{Generator: utils.UUIDv4}))
 	s.app.Use(s.recoverPanics)
 	s.app.Use(s.accessLog)
@@ -149,13 +171,24 @@ func (s *Server) App() *fiber.App { return s.app }
 // Serve serves on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
 
-// Shutdown ends open streams, then stops the server gracefully within ctx.
+// Shutdown ends open streams (cutting writes still pending), waits for
+// them, then stops the server gracefully within ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.streamMu.Lock()
 	select {
 	case <-s.done:
 	default:
 		close(s.done)
 		s.cancel()
+	}
+	s.streamMu.Unlock()
+	s.cutStreams()
+	ended := make(chan struct{})
+	go func() { s.streams.Wait(); close(ended) }()
+	select {
+	case <-ended:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 	return s.app.ShutdownWithContext(ctx)
 }

@@ -251,3 +251,32 @@ func (db *DB) OutputBytes(ctx context.Context, sessionID string, turn int) (sess
 	}
 	return row.Session, row.Turn, nil
 }
+
+// EventsPage returns the session's events with id > after, in id order: at
+// most limit rows, and no more rows than it takes for their data to reach
+// maxBytes (at least one row). more reports that the page was cut by
+// either bound, so more rows may follow.
+func (db *DB) EventsPage(ctx context.Context, sessionID string, after int64, limit int, maxBytes int64) (page []Event, more bool, err error) {
+	length := "LENGTH(CAST(data AS BLOB))" // bytes, not characters
+	if db.Dialect() == migrations.Postgres {
+		length = "OCTET_LENGTH(data)"
+	}
+	// The running total is computed over the limited, id-ordered rows only
+	// (the inner LIMIT bounds the scan); the outer filter keeps each row
+	// that starts below the byte budget.
+	q := "SELECT id, session_id, turn, kind, stream, data, stage, state, duration_ms, created_at FROM (" +
+		"SELECT *, SUM(" + length + ") OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS running FROM (" +
+		"SELECT * FROM agent_session_logs WHERE session_id = ? AND id > ? ORDER BY id LIMIT ?) AS l) AS w " +
+		"WHERE running - " + length + " < ? ORDER BY id"
+	if err := db.bun.NewRaw(q, sessionID, after, limit, maxBytes).Scan(ctx, &page); err != nil {
+		return nil, false, fmt.Errorf("persistence: read events: %w", err)
+	}
+	if len(page) >= limit {
+		return page, true, nil
+	}
+	var n int64
+	for i := range page {
+		n += int64(len(page[i].Data))
+	}
+	return page, n >= maxBytes, nil
+}

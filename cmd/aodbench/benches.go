@@ -235,6 +235,7 @@ func benchDelivery(ctx context.Context, o *options, p deliveryParams) (*Result, 
 		subs[i] = make([]*Subscriber, p.perSession)
 	}
 	t0 = time.Now()
+	attachCPU0 := srv.sampleCPU()
 	var attachErr atomic.Value
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
@@ -268,6 +269,13 @@ func benchDelivery(ctx context.Context, o *options, p deliveryParams) (*Result, 
 		return nil, fmt.Errorf("start events: %w", err)
 	}
 	r.set("attach_s", time.Since(t0).Seconds())
+	// Server CPU (aod and its Postgres backends) per connect: auth,
+	// session read, subscribe, start event.
+	attachCPU1 := srv.sampleCPU()
+	if n := len(flat); n > 0 {
+		r.set("cpu_us_per_connect", float64((attachCPU1.aod-attachCPU0.aod).Microseconds())/float64(n))
+		r.set("cpu_us_per_connect_incl_postgres", float64((attachCPU1.aod-attachCPU0.aod+attachCPU1.pg-attachCPU0.pg).Microseconds())/float64(n))
+	}
 	pub := newPublisher(srv)
 	// One warm-up event per session proves every subscriber is live.
 	for _, id := range ids {

@@ -152,6 +152,9 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger, opts Options) (*App
 		Namespace: "aod", Name: "build_info", Help: "Build and node information (always 1).",
 	}, []string{"version", "database", "sandbox"}).WithLabelValues(cmp.Or(opts.Version, "dev"), string(db.Dialect()), cfg.Sandbox).Set(1)
 	actorCfg := opts.Actors
+	if actorCfg.SubscriberBufferBytes == 0 {
+		actorCfg.SubscriberBufferBytes = int64(cfg.SSESubscriberBuffer)
+	}
 	actorCfg.MaxTurnOutput = cmp.Or(actorCfg.MaxTurnOutput, cfg.MaxTurnOutput)
 	actorCfg.MaxSessionOutput = cmp.Or(actorCfg.MaxSessionOutput, cfg.MaxSessionOutput)
 	var store actors.Store = db
@@ -172,18 +175,20 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger, opts Options) (*App
 		DB:     db,
 		Logger: log,
 		Config: aodhttp.Config{
-			MaxBodyBytes:       cfg.MaxBodyBytes,
-			BackendName:        cfg.Sandbox,
-			SpriteNamePrefix:   cfg.SpriteNamePrefix,
-			DefaultTimeout:     cfg.DefaultTimeout,
-			DefaultMaxSessions: cfg.DefaultMaxConcurrentSessions,
-			SSEHeartbeat:       cfg.SSEHeartbeat,
-			SSEStale:           cfg.SSEStale,
-			DevPublish:         cfg.DevPublish,
-			DBTimeout:          cfg.DBTimeout,
+			MaxBodyBytes:        cfg.MaxBodyBytes,
+			BackendName:         cfg.Sandbox,
+			SpriteNamePrefix:    cfg.SpriteNamePrefix,
+			DefaultTimeout:      cfg.DefaultTimeout,
+			DefaultMaxSessions:  cfg.DefaultMaxConcurrentSessions,
+			SSEHeartbeat:        cfg.SSEHeartbeat,
+			SSEStale:            cfg.SSEStale,
+			SSEWriteTimeout:     cfg.SSEWriteTimeout,
+			SSESubscribeTimeout: cfg.SSESubscribeTimeout,
+			DevPublish:          cfg.DevPublish,
+			DBTimeout:           cfg.DBTimeout,
 		},
 		Checks:   []aodhttp.Checker{{Name: "sandbox", Check: a.backend.Check}},
-		Sessions: a.sessions,
+		Sessions: aodhttp.ActorSessions(a.sessions),
 		Backend:  a.backend,
 		Registry: reg,
 	})

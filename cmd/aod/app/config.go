@@ -48,8 +48,11 @@ type Config struct {
 	SSEStale     time.Duration // AOD_SSE_STALE
 	DevPublish   bool          // AOD_DEV_PUBLISH
 
-	ReconcileInterval time.Duration // AOD_RECONCILE_INTERVAL
-	DBTimeout         time.Duration // AOD_DB_TIMEOUT
+	ReconcileInterval   time.Duration // AOD_RECONCILE_INTERVAL
+	DBTimeout           time.Duration // AOD_DB_TIMEOUT
+	SSEWriteTimeout     time.Duration // AOD_SSE_WRITE_TIMEOUT
+	SSESubscriberBuffer int           // AOD_SSE_SUBSCRIBER_BUFFER (bytes)
+	SSESubscribeTimeout time.Duration // AOD_SSE_SUBSCRIBE_TIMEOUT
 }
 
 // SQLitePath is the embedded database file used without DATABASE_URL.
@@ -92,8 +95,11 @@ func LoadConfig(getenv func(string) string) (*Config, error) {
 		SSEStale:     p.duration("AOD_SSE_STALE", 600*time.Second),
 		DevPublish:   p.boolean("AOD_DEV_PUBLISH", false),
 
-		ReconcileInterval: p.duration("AOD_RECONCILE_INTERVAL", 5*time.Second),
-		DBTimeout:         p.duration("AOD_DB_TIMEOUT", 5*time.Second),
+		ReconcileInterval:   p.duration("AOD_RECONCILE_INTERVAL", 5*time.Second),
+		DBTimeout:           p.duration("AOD_DB_TIMEOUT", 5*time.Second),
+		SSEWriteTimeout:     p.duration("AOD_SSE_WRITE_TIMEOUT", 30*time.Second),
+		SSESubscriberBuffer: p.intRange("AOD_SSE_SUBSCRIBER_BUFFER", 4<<20, 64<<10, 1<<30),
+		SSESubscribeTimeout: p.duration("AOD_SSE_SUBSCRIBE_TIMEOUT", 5*time.Second),
 	}
 	defaultSandbox := "local"
 	if c.SpritesAPIKey != "" {

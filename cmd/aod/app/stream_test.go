@@ -327,10 +327,12 @@ func TestManySubscribersOneStalled(t *testing.T) {
 		subscribers, chunks = 500, 100000
 	}
 	// A small per-subscriber buffer, so the stalled client overflows it and
-	// must catch up from the log.
+	// must catch up from the log. The write deadline is longer than the
+	// stall: this test is about lagging, not about cutting dead clients.
 	n := startNode(t, nodeOpts{dialect: migrations.SQLite, backend: backendLocal,
-		env: map[string]string{"AOD_DEV_PUBLISH": "1"}, actors: actors.Config{SubscriberBuffer: 8}})
-	id := n.session(n.agent(nil), "quiet:600", "timeout", 600)
+		env:    map[string]string{"AOD_DEV_PUBLISH": "1", "AOD_SSE_WRITE_TIMEOUT": "10m"},
+		actors: actors.Config{SubscriberBuffer: 8}})
+	id := n.session(n.agent(nil), "quiet:3600", "timeout", 3600) // outlives a slow -race run
 	waitStatus(t, n, id, "running")
 
 	type result struct {
@@ -398,36 +400,28 @@ func TestManySubscribersOneStalled(t *testing.T) {
 }
 
 // TestDisconnectedClientIsUnsubscribed: a client that goes away is noticed
-// by the next heartbeat's flush and unsubscribed within two heartbeats.
+// by the next heartbeat's write and unsubscribed within two heartbeats; the
+// session actor itself signals that it released the subscriber.
 func TestDisconnectedClientIsUnsubscribed(t *testing.T) {
 	t.Parallel()
+	gone := newGoneSignal()
 	n := startNode(t, nodeOpts{dialect: migrations.SQLite, backend: backendLocal,
-		env: map[string]string{"AOD_SSE_HEARTBEAT": "300ms"}})
+		env: map[string]string{"AOD_SSE_HEARTBEAT": "300ms"}, actors: actors.Config{SubscriberGone: gone.hook}})
 	id := n.session(n.agent(nil), "quiet:60")
 	waitStatus(t, n, id, "running")
-	clients := func() string {
-		resp, err := http.Get(n.base + "/metrics")
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		for _, line := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(line, "aod_sse_clients ") {
-				return strings.TrimPrefix(line, "aod_sse_clients ")
-			}
-		}
-		return ""
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	_, r := n.rawStream(ctx, id)
 	_, err := sse.ReadEvent(r) // the start event
 	require.NoError(t, err)
-	require.Equal(t, "1", clients())
+	require.Equal(t, "1", n.sseClients())
 	cancel()
 	// The session prints nothing for 60 s, so only a heartbeat's failed
-	// flush can reveal the disconnect: the gauge must drop well before the
-	// session would produce output (normally within two heartbeats; the
-	// bound is loose for loaded machines).
-	require.Eventually(t, func() bool { return clients() == "0" }, 10*time.Second, 20*time.Millisecond)
+	// write can reveal the disconnect: the actor must release the
+	// subscriber well before the session would produce output (normally
+	// within two heartbeats; the bound is loose for loaded machines).
+	ev := gone.wait(t, id, 10*time.Second)
+	require.False(t, ev.lagged, "unsubscribed, not lagged")
+	require.Eventually(t, func() bool { return n.sseClients() == "0" }, 10*time.Second, 20*time.Millisecond)
 	n.mustCreate("/sessions/"+id+"/terminate", nil, 200)
 }
 
