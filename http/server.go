@@ -94,6 +94,11 @@ type Server struct {
 	streams     sync.WaitGroup
 	streamMu    sync.Mutex
 	streamConns map[net.Conn]struct{}
+	// keptConns are connections handed back for keep-alive after a stream
+	// (stream.go keepAlive): fasthttp counts them open but does not track
+	// them as idle until their first request, so Shutdown closes those that
+	// are still waiting for one.
+	keptConns map[*keptConn]struct{}
 }
 
 // handlerFunc is an authenticated handler.
@@ -139,7 +144,7 @@ func New(deps Deps) *Server {
 		deps.Registry = prometheus.NewRegistry()
 	}
 	s := &Server{db: deps.DB, log: deps.Logger, cfg: deps.Config, deps: deps, done: make(chan struct{}),
-		metrics: newMetrics(deps.Registry), streamConns: map[net.Conn]struct{}{}}
+		metrics: newMetrics(deps.Registry), streamConns: map[net.Conn]struct{}{}, keptConns: map[*keptConn]struct{}{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.app = fiber.New(fiber.Config{
 		AppName:               "aod",
@@ -190,6 +195,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	s.closeKeptIdle()
 	return s.app.ShutdownWithContext(ctx)
 }
 

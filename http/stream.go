@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -186,11 +187,68 @@ func (s *Server) keepAlive(conn, raw net.Conn) {
 		_ = raw.Close()
 		return
 	}
-	next := raw
+	var next net.Conn = raw
 	if len(pending) > 0 {
 		next = &prefixConn{Conn: raw, prefix: pending}
 	}
-	_ = s.app.Server().ServeConn(next) // closes next when done
+	kc := &keptConn{Conn: next}
+	if len(pending) > 0 {
+		kc.active.Store(true)
+	}
+	if !s.trackKept(kc) {
+		_ = raw.Close()
+		return
+	}
+	defer s.untrackKept(kc)
+	_ = s.app.Server().ServeConn(kc) // closes kc when done
+}
+
+// keptConn is a connection handed back for keep-alive; active is set once
+// its next request has started to arrive (from then on fasthttp tracks its
+// state itself).
+type keptConn struct {
+	net.Conn
+	active atomic.Bool
+}
+
+func (c *keptConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.active.Store(true)
+	}
+	return n, err
+}
+
+// trackKept registers a kept connection; it refuses once the server is
+// shutting down.
+func (s *Server) trackKept(c *keptConn) bool {
+	s.streamMu.Lock()
+	defer s.streamMu.Unlock()
+	select {
+	case <-s.done:
+		return false
+	default:
+	}
+	s.keptConns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrackKept(c *keptConn) {
+	s.streamMu.Lock()
+	delete(s.keptConns, c)
+	s.streamMu.Unlock()
+}
+
+// closeKeptIdle closes the kept connections that are still waiting for
+// their next request (shutdown); those serving one finish it.
+func (s *Server) closeKeptIdle() {
+	s.streamMu.Lock()
+	defer s.streamMu.Unlock()
+	for c := range s.keptConns {
+		if !c.active.Load() {
+			_ = c.Close()
+		}
+	}
 }
 
 // prefixConn reads prefix before the connection itself.
