@@ -185,11 +185,16 @@ func (a *sessionActor) shutdown() {
 		return
 	}
 	a.stopped = true
-	if a.workCancel != nil {
-		a.workCancel()
-	}
+	// The actor's context first: the work context derives from it, so work
+	// that sees its context end can tell a stop (abandon, the exec keeps
+	// running) from a terminate (the work context alone: kill the exec).
+	// Cancelling the work context first let a turn read a node stop as a
+	// terminate and kill its agent.
 	if a.cancel != nil {
 		a.cancel()
+	}
+	if a.workCancel != nil {
+		a.workCancel()
 	}
 	a.closeSubs(false)
 }
