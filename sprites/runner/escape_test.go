@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/aodhq/aod/internal/leakcheck"
 	"github.com/aodhq/aod/sprites"
 )
 
@@ -421,19 +422,8 @@ func requireNoLeak(t *testing.T, goroutines, osThreads int) {
 // threadsInOpen counts this process's threads blocked in open/openat.
 func threadsInOpen(t *testing.T) int {
 	t.Helper()
-	tasks, err := os.ReadDir("/proc/self/task")
+	n, err := leakcheck.ThreadsInOpen()
 	require.NoError(t, err)
-	n := 0
-	for _, task := range tasks {
-		b, err := os.ReadFile("/proc/self/task/" + task.Name() + "/syscall")
-		if err != nil {
-			continue
-		}
-		nr, err := strconv.Atoi(strings.Fields(string(b) + " x")[0])
-		if err == nil && (nr == unix.SYS_OPENAT || nr == unix.SYS_OPENAT2 || nr == openSyscall) {
-			n++
-		}
-	}
 	return n
 }
 

@@ -6,14 +6,12 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 
+	"github.com/aodhq/aod/internal/leakcheck"
 	"github.com/aodhq/aod/migrations"
 )
 
@@ -107,18 +105,7 @@ func requireNoLeak(t *testing.T, goroutines int) {
 // threadsInOpen counts this process's threads blocked in open/openat.
 func threadsInOpen(t *testing.T) int {
 	t.Helper()
-	tasks, err := os.ReadDir("/proc/self/task")
+	n, err := leakcheck.ThreadsInOpen()
 	require.NoError(t, err)
-	n := 0
-	for _, task := range tasks {
-		b, err := os.ReadFile("/proc/self/task/" + task.Name() + "/syscall")
-		if err != nil {
-			continue
-		}
-		nr, err := strconv.Atoi(strings.Fields(string(b) + " x")[0])
-		if err == nil && (nr == unix.SYS_OPENAT || nr == unix.SYS_OPENAT2) {
-			n++
-		}
-	}
 	return n
 }

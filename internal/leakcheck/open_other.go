@@ -1,6 +1,6 @@
 //go:build !amd64
 
-package runner
+package leakcheck
 
 import "golang.org/x/sys/unix"
 

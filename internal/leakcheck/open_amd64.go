@@ -1,4 +1,4 @@
-package runner
+package leakcheck
 
 import "golang.org/x/sys/unix"
 
